@@ -139,9 +139,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const name = opts.name ?? suiteName();
   const dir = runDir(name);
   const pki = makePki(path.join(dir, 'pki'));
-  const [etcdPort, etcdPeerPort, apiPort, kcmPort, schedPort, kwokPort] = await Promise.all(
+  const [etcdPort, etcdPeerPort, apiPort, kcmPort, schedPort, kwokPort] = (await Promise.all(
     Array.from({ length: 6 }, freePort),
-  );
+  )) as [number, number, number, number, number, number];
   const server = `https://127.0.0.1:${apiPort}`;
   const kubeconfig = path.join(dir, 'kubeconfig');
   writeKubeconfig(kubeconfig, server, pki.caCert, pki.adminCert, pki.adminKey);
