@@ -8,7 +8,9 @@ const tsJest = {
   transform: {
     '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151002] } }],
   },
-  testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+  testPathIgnorePatterns: ['/node_modules/', '/dist/', '<rootDir>/.tmp/'],
+  // Run folders hold etcd data (whose `member/snap/*.snap` looks like jest snapshots) and logs: keep jest out of them.
+  modulePathIgnorePatterns: ['<rootDir>/.tmp/', '<rootDir>/worker/native/build'],
 };
 
 export default {

@@ -1,0 +1,146 @@
+// The local node agent runs pods bound to its nodes as processes: pod IP on loopback, readiness from the probe,
+// SIGTERM with the grace period on deletion, restarts with back-off.
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+
+import { startControlPlane, type ControlPlane } from '../../../test/support/controlPlane.js';
+import { repoRoot } from '../../../test/support/paths.js';
+import { waitFor } from '../../../test/support/wait.js';
+import { NodeAgent } from '../agent.js';
+
+let cp: ControlPlane;
+let agent: NodeAgent;
+let stateDir: string;
+
+// A small HTTP server: /ready answers 200, SIGTERM writes a marker after a short drain and exits 0.
+const serverScript = `
+const http = require('http'); const fs = require('fs');
+const s = http.createServer((q, r) => r.end(process.env.HOSTNAME + ' ' + (q.url === '/ready' ? 'ok' : 'hi')));
+s.listen(8080, process.env.POD_IP);
+process.on('SIGTERM', () => setTimeout(() => { fs.writeFileSync(process.env.MARKER_DIR + '/' + process.env.HOSTNAME + '.terminated', 'ok'); process.exit(0); }, 300));
+`;
+
+beforeAll(async () => {
+  cp = await startControlPlane({ gpuNodes: 0 });
+  stateDir = path.join(cp.dir, 'node-agent');
+  fs.mkdirSync(path.join(stateDir, 'markers'), { recursive: true });
+  agent = new NodeAgent({
+    kubeConfig: cp.kubeConfig,
+    stateDir,
+    repoRoot,
+    nodes: 2,
+    gpusPerNode: 1,
+    log: (m, f) => fs.appendFileSync(path.join(cp.dir, 'node-agent.log'), JSON.stringify({ m, ...f }) + '\n'),
+  });
+  await agent.start();
+}, 180_000);
+
+afterAll(async () => {
+  await agent?.stop(2);
+  await cp?.stop();
+});
+
+function podsOf(app: string): Promise<V1Pod[]> {
+  return cp.kubeConfig
+    .makeApiClient(CoreV1Api)
+    .listNamespacedPod({ namespace: 'default', labelSelector: `app=${app}` })
+    .then((l) => l.items);
+}
+
+test('pods of a GPU Deployment run as local processes, become Ready, and get SIGTERM on deletion', async () => {
+  const apps = cp.kubeConfig.makeApiClient(AppsV1Api);
+  const labels = { app: 'echo' };
+  await apps.createNamespacedDeployment({
+    namespace: 'default',
+    body: {
+      metadata: { name: 'echo' },
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels },
+          spec: {
+            terminationGracePeriodSeconds: 5,
+            containers: [
+              {
+                name: 'main',
+                image: 'example.invalid/echo:1',
+                command: [process.execPath, '-e', serverScript],
+                env: [{ name: 'MARKER_DIR', value: path.join(stateDir, 'markers') }],
+                ports: [{ name: 'http', containerPort: 8080 }],
+                readinessProbe: { httpGet: { path: '/ready', port: 'http' }, periodSeconds: 1 },
+                resources: { limits: { 'nvidia.com/gpu': '1' } },
+              },
+            ],
+          },
+        },
+      },
+    },
+  });
+
+  const ready = await waitFor(
+    async () => {
+      const pods = await podsOf('echo');
+      const r = pods.filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+      return r.length === 2 ? r : undefined;
+    },
+    { timeoutMs: 60_000, description: 'two echo pods Ready' },
+  );
+  expect(new Set(ready.map((p) => p.spec?.nodeName))).toEqual(new Set(agent.nodes.map((n) => n.name)));
+  for (const pod of ready) {
+    expect(pod.status?.podIP).toMatch(/^127\./);
+    const body = await (await fetch(`http://${pod.status?.podIP}:8080/`)).text();
+    expect(body).toBe(`${pod.metadata?.name} hi`);
+  }
+
+  await apps.deleteNamespacedDeployment({ name: 'echo', namespace: 'default' });
+  await waitFor(
+    async () => {
+      const left = await podsOf('echo');
+      if (left.length)
+        throw new Error(
+          left
+            .map(
+              (p) =>
+                `${p.metadata?.name} ${p.status?.phase} node=${p.spec?.nodeName} del=${String(p.metadata?.deletionTimestamp)} fin=${p.metadata?.finalizers}`,
+            )
+            .join('; '),
+        );
+      return true;
+    },
+    { timeoutMs: 60_000, description: 'echo pods gone' },
+  );
+  for (const pod of ready) {
+    expect(fs.existsSync(path.join(stateDir, 'markers', `${pod.metadata?.name}.terminated`))).toBe(true);
+    await expect(fetch(`http://${pod.status?.podIP}:8080/`)).rejects.toThrow();
+  }
+}, 150_000);
+
+test('a crashing container is restarted with back-off and reported as CrashLoopBackOff', async () => {
+  const core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  await core.createNamespacedPod({
+    namespace: 'default',
+    body: {
+      metadata: { name: 'crasher', labels: { app: 'crasher' } },
+      spec: {
+        nodeName: agent.nodes[0]?.name,
+        containers: [
+          { name: 'main', image: 'example.invalid/crash:1', command: [process.execPath, '-e', 'process.exit(3)'] },
+        ],
+      },
+    },
+  });
+  const status = await waitFor(
+    async () => {
+      const pod = await core.readNamespacedPod({ name: 'crasher', namespace: 'default' });
+      const cs = pod.status?.containerStatuses?.[0];
+      return cs && cs.restartCount >= 2 && cs.state?.waiting?.reason === 'CrashLoopBackOff' ? cs : undefined;
+    },
+    { timeoutMs: 30_000, description: 'crasher in CrashLoopBackOff' },
+  );
+  expect(status.ready).toBe(false);
+  await core.deleteNamespacedPod({ name: 'crasher', namespace: 'default' });
+  await waitFor(async () => (await podsOf('crasher')).length === 0, { timeoutMs: 30_000, description: 'crasher gone' });
+}, 60_000);
