@@ -143,6 +143,8 @@ export class PodRunner {
       NODE_PATH: process.env.NODE_PATH,
       HOSTNAME: this.pod.metadata?.name,
       POD_IP: this.deps.podIP,
+      // Pods share this machine's network namespace: our own processes bind to their pod IP, not 0.0.0.0.
+      MODELSERVE_HOST: this.deps.podIP,
       MODELSERVE_LOCAL_NODE_AGENT: '1',
     };
     const field = (p: string | undefined): string | undefined =>
