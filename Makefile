@@ -13,11 +13,11 @@ help: ## List every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: deps control-plane ## Bring up the local system on an embedded default (see README)
+demo: deps control-plane native ## Run the whole system locally: apply a model, serve it, burst, scale (Ctrl-C stops)
 	npx tsx hack/demo.ts
 
 .PHONY: test
-test: deps control-plane native lint typecheck test-unit test-native test-integration ## Install what is needed, then run every test suite
+test: deps control-plane native lint typecheck test-unit test-native test-integration test-e2e ## Install what is needed, then run every test suite
 
 ##@ Set-up (idempotent; slow parts cached in $(MODELSERVE_CACHE))
 .PHONY: deps
@@ -59,6 +59,10 @@ test-native: native ## GoogleTest suite of the engine through ctest
 .PHONY: test-integration
 test-integration: ## Jest integration tests on a real control plane and Redis (one per suite, two suites side by side)
 	$(NODE_JEST) --selectProjects integration --maxWorkers=2
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests: operator, gateway and worker processes on the local cluster (node agent)
+	$(NODE_JEST) --selectProjects e2e --maxWorkers=1
 
 .PHONY: clean
 clean: ## Remove build outputs (not the cache of control-plane binaries)

@@ -1,52 +1,127 @@
-// `make demo`: brings up the local system and keeps it running until Ctrl-C, then tears everything down.
-// Today that is a real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with two
-// fake 8-GPU nodes), a real redis-server, and the ModelDeployment CRD when present; the operator, gateway and a served
-// model join as they land (see README).
+// `make demo`: the whole system on this machine, from `kubectl apply` to tokens. Starts Redis, a real control plane,
+// the local node agent (fake GPU nodes whose pods run as local processes), the operator and the gateway; applies the
+// demo ModelDeployment (a small generated gpt-oss checkpoint); waits until it is Ready; sends a chat completion
+// through the gateway with the official client; runs a one-minute burst while printing replicas and queue; then keeps
+// running with instructions until Ctrl-C, which tears everything down.
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { startControlPlane } from '../test/support/controlPlane.js';
+import OpenAI from 'openai';
+
+import { isListening } from '../test/support/ports.js';
 import { repoRoot } from '../test/support/paths.js';
-import { startRedis } from '../test/support/redis.js';
+import { startLocalSystem, tinyHarmonyCheckpoint, type LocalSystem } from '../test/support/localSystem.js';
+
+const log = (msg: string) => process.stdout.write(`[demo] ${msg}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function mdepLine(sys: LocalSystem): Promise<string> {
+  const res = await sys.cp.kubectl(['get', 'mdep', 'demo', '--no-headers']);
+  return res.stdout.trim().replace(/\s+/g, ' ');
+}
+
+async function burst(sys: LocalSystem, seconds: number): Promise<void> {
+  const client = new OpenAI({ baseURL: `${sys.gatewayUrl}/v1`, apiKey: 'demo', maxRetries: 0, timeout: 120_000 });
+  const end = Date.now() + seconds * 1000;
+  let ok = 0;
+  let failed = 0;
+  const workers = Array.from({ length: 16 }, async () => {
+    while (Date.now() < end) {
+      try {
+        await client.chat.completions.create({
+          model: 'demo',
+          messages: [{ role: 'user', content: 'Tell me a story.' }],
+          max_tokens: 32,
+        });
+        ok += 1;
+      } catch {
+        failed += 1;
+      }
+    }
+  });
+  const display = (async () => {
+    while (Date.now() < end + 5_000) {
+      log(
+        `t+${Math.round((Date.now() - end) / 1000 + seconds)}s  ${await mdepLine(sys)}  (completed ${ok}, failed ${failed})`,
+      );
+      await sleep(5_000);
+    }
+  })();
+  await Promise.all([...workers, display]);
+  log(`burst done: ${ok} completed, ${failed} failed`);
+}
 
 async function main(): Promise<void> {
-  const log = (msg: string) => process.stdout.write(`[demo] ${msg}\n`);
-  log('starting the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)…');
-  const cp = await startControlPlane({ name: 'demo', gpuNodes: 2, gpusPerNode: 8 });
-  const redis = await startRedis('demo-redis');
+  const port = Number(process.env.DEMO_PORT ?? 8080);
+  if (await isListening(port)) {
+    process.stderr.write(
+      `[demo] port ${port} is already taken (another demo?): stop it or run DEMO_PORT=<free port> make demo\n`,
+    );
+    process.exit(2);
+  }
+  log('generating the demo checkpoint (tiny gpt-oss, harmony vocabulary, random weights)…');
+  const checkpoint = tinyHarmonyCheckpoint();
+  log('starting Redis, the control plane, the node agent, the operator and the gateway…');
+  const sys = await startLocalSystem({ name: 'demo', nodes: 3, gpusPerNode: 1, gatewayPort: port });
   let stopping = false;
-  const stop = async (code: number) => {
+  const stop = async () => {
     if (stopping) return;
     stopping = true;
     log('tearing down…');
-    await redis.stop();
-    await cp.stop();
+    await sys.stop();
     log('stopped cleanly');
-    process.exit(code);
+    process.exit(0);
   };
-  process.on('SIGINT', () => void stop(0));
-  process.on('SIGTERM', () => void stop(0));
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
 
-  const crdDir = path.join(repoRoot, 'crds');
-  const crds = fs.existsSync(crdDir) ? fs.readdirSync(crdDir).filter((f) => f.endsWith('.yaml')) : [];
-  for (const f of crds) {
-    const res = await cp.kubectl(['apply', '--server-side', '-f', path.join(crdDir, f)]);
-    log(res.code === 0 ? `installed ${f}` : `could not install ${f}: ${res.stderr.trim()}`);
+  const manifest = fs
+    .readFileSync(path.join(repoRoot, 'examples/demo.yaml'), 'utf8')
+    .replace('CHECKPOINT_DIR', checkpoint);
+  const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest });
+  log(`kubectl apply -f examples/demo.yaml: ${(applied.stdout || applied.stderr).trim()}`);
+  for (;;) {
+    const line = await mdepLine(sys);
+    log(`kubectl get mdep demo: ${line}`);
+    const ready = await sys.cp.kubectl([
+      'get',
+      'mdep',
+      'demo',
+      '-o',
+      'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+    ]);
+    if (ready.stdout === 'True') break;
+    await sleep(2_000);
   }
 
-  const nodes = await cp.kubectl([
-    'get',
-    'nodes',
-    '-o',
-    'custom-columns=NAME:.metadata.name,GPUS:.status.capacity.nvidia\\.com/gpu,READY:.status.conditions[?(@.type=="Ready")].status',
-  ]);
-  process.stdout.write(nodes.stdout);
-  log(`API server: ${cp.server}`);
-  log(`Redis:      ${redis.url}`);
-  log('Try:');
-  log(`  export KUBECONFIG=${cp.kubeconfigPath} PATH=${cp.binDir}:$PATH`);
-  log('  kubectl get nodes; kubectl api-resources | grep modelserve');
-  log(`Logs of every component: ${cp.dir}`);
+  const client = new OpenAI({ baseURL: `${sys.gatewayUrl}/v1`, apiKey: 'demo', maxRetries: 0 });
+  const question = 'What is the capital of France?';
+  const answer = await client.chat.completions.create({
+    model: 'demo',
+    messages: [{ role: 'user', content: question }],
+    max_tokens: 24,
+    temperature: 0,
+  });
+  log(`asked: ${question}`);
+  log(
+    `answer (random weights, so the words are noise; the tokens are real): ${JSON.stringify(answer.choices[0]?.message.content)}`,
+  );
+  log(`usage: ${JSON.stringify(answer.usage)}`);
+
+  log('one-minute burst of 16 concurrent clients; watch READY/DESIRED/QUEUE (scale up, then down):');
+  await burst(sys, 60);
+  for (let i = 0; i < 6; i++) {
+    log(`after the burst: ${await mdepLine(sys)}`);
+    await sleep(5_000);
+  }
+
+  log('The system keeps running. Try:');
+  log(`  export KUBECONFIG=${sys.cp.kubeconfigPath} PATH=${sys.cp.binDir}:$PATH`);
+  log('  kubectl get mdep; kubectl get pods -o wide; kubectl describe mdep demo');
+  log(
+    `  curl -s ${sys.gatewayUrl}/v1/chat/completions -H 'content-type: application/json' -d '{"model":"demo","messages":[{"role":"user","content":"hi"}],"max_tokens":16}'`,
+  );
+  log(`Logs: ${sys.cp.dir} (control plane, operator, gateway, node-agent.log; pods/ holds each worker's log)`);
   log('Ctrl-C stops everything.');
   await new Promise(() => undefined);
 }

@@ -1,0 +1,143 @@
+// The whole modelserve system on this machine, for `make demo` and the end-to-end tests: a real control plane, a real
+// redis-server, the local node agent (GPU nodes whose pods run as local processes), the CRD, the operator and the
+// gateway as processes. Worker pods the operator creates run `worker/src/main.ts` through the node agent.
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { execFileSync } from 'node:child_process';
+
+import { NodeAgent } from '../../hack/node-agent/agent.js';
+import { startControlPlane, type ControlPlane } from './controlPlane.js';
+import { repoRoot } from './paths.js';
+import { freePort, isListening } from './ports.js';
+import { ManagedProcess } from './process.js';
+import { startRedis, type RedisServer } from './redis.js';
+import { waitFor } from './wait.js';
+
+export interface LocalSystemOptions {
+  name?: string;
+  nodes?: number;
+  gpusPerNode?: number;
+  /** Operator processes (leader election picks one). Default 1. */
+  operators?: number;
+  /** Gateway port; a free one when unset. */
+  gatewayPort?: number;
+}
+
+export interface LocalSystem {
+  cp: ControlPlane;
+  redis: RedisServer;
+  agent: NodeAgent;
+  operators: ManagedProcess[];
+  gateway: ManagedProcess;
+  gatewayUrl: string;
+  stop(): Promise<void>;
+}
+
+const tsx = (entry: string) => ['--import', 'tsx', path.join(repoRoot, entry)];
+
+/** Starts one operator process against the system (for failover tests, several). */
+export async function startOperator(
+  cp: ControlPlane,
+  redisUrl: string,
+  dir: string,
+  id: string,
+): Promise<ManagedProcess> {
+  const port = await freePort();
+  const proc = new ManagedProcess(
+    `operator-${id}`,
+    process.execPath,
+    [
+      ...tsx('operator/src/main.ts'),
+      `--kubeconfig=${cp.kubeconfigPath}`,
+      `--http-port=${port}`,
+      '--http-host=127.0.0.1',
+      '--lease-namespace=default',
+      `--identity=operator-${id}`,
+    ],
+    { dir, env: { ...cp.env, MODELSERVE_REDIS_URL: redisUrl, MODELSERVE_LOG_LEVEL: 'info' }, cwd: repoRoot },
+  ).start();
+  await waitFor(async () => (proc.assertRunning(), isListening(port)), {
+    timeoutMs: 60_000,
+    description: `operator-${id} /healthz`,
+  });
+  return proc;
+}
+
+export async function startLocalSystem(opts: LocalSystemOptions = {}): Promise<LocalSystem> {
+  const cp = await startControlPlane({ name: opts.name ?? 'local', gpuNodes: 0 });
+  const started: { stop(): Promise<void> }[] = [cp];
+  try {
+    const redis = await startRedis(`${opts.name ?? 'local'}-redis`);
+    started.unshift(redis);
+    const agentLog = path.join(cp.dir, 'node-agent.log');
+    const agent = new NodeAgent({
+      kubeConfig: cp.kubeConfig,
+      stateDir: path.join(cp.dir, 'pods'),
+      repoRoot,
+      nodes: opts.nodes ?? 2,
+      gpusPerNode: opts.gpusPerNode ?? 1,
+      log: (msg, fields) =>
+        fs.appendFileSync(agentLog, `${JSON.stringify({ time: new Date().toISOString(), msg, ...fields })}\n`),
+    });
+    await agent.start();
+    started.unshift({ stop: () => agent.stop(5) });
+
+    for (const f of fs.readdirSync(path.join(repoRoot, 'crds'))) {
+      const res = await cp.kubectl(['apply', '--server-side', '-f', path.join(repoRoot, 'crds', f)]);
+      if (res.code !== 0) throw new Error(`installing ${f}: ${res.stderr}`);
+    }
+    await cp.kubectl(['wait', '--for=condition=Established', 'crd', '--all', '--timeout=60s']);
+
+    const operators: ManagedProcess[] = [];
+    for (let i = 0; i < (opts.operators ?? 1); i++)
+      operators.push(await startOperator(cp, redis.url, cp.dir, String(i)));
+    started.unshift(...operators.map((o) => ({ stop: () => o.stop() })));
+
+    const gatewayPort = opts.gatewayPort ?? (await freePort());
+    const gateway = new ManagedProcess(
+      'gateway',
+      process.execPath,
+      [
+        ...tsx('operator/src/gateway/main.ts'),
+        `--kubeconfig=${cp.kubeconfigPath}`,
+        `--port=${gatewayPort}`,
+        '--host=127.0.0.1',
+        '--auth=false',
+        `--redis-url=${redis.url}`,
+      ],
+      { dir: cp.dir, env: cp.env, cwd: repoRoot },
+    ).start();
+    started.unshift(gateway);
+    await waitFor(async () => (gateway.assertRunning(), isListening(gatewayPort)), {
+      timeoutMs: 60_000,
+      description: 'gateway listening',
+    });
+
+    const stop = async () => {
+      for (const s of started) await s.stop();
+    };
+    return { cp, redis, agent, operators, gateway, gatewayUrl: `http://127.0.0.1:${gatewayPort}`, stop };
+  } catch (err) {
+    for (const s of started) await s.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * A small generated gpt-oss checkpoint with the harmony vocabulary (random weights), cached outside the repository.
+ * Needs `make native` (worker/native/build/make_checkpoint).
+ */
+export function tinyHarmonyCheckpoint(seed = 1): string {
+  const cache = process.env.MODELSERVE_CACHE ?? path.join(process.env.HOME ?? '/tmp', '.cache', 'modelserve');
+  const dir = path.join(cache, 'models', `tiny-harmony-seed${seed}`);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    const tool = path.join(repoRoot, 'worker/native/build/make_checkpoint');
+    if (!fs.existsSync(tool)) throw new Error(`${tool} not found: run \`make native\``);
+    const tmp = `${dir}.tmp-${process.pid}`;
+    execFileSync(tool, ['--preset', 'tiny-harmony', '--seed', String(seed), '--out', tmp], { stdio: 'ignore' });
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(tmp, dir);
+  }
+  return dir;
+}
