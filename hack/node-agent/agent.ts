@@ -14,6 +14,7 @@ import {
 
 import { defaultImageMappings, type ImageMapping } from './image-map.js';
 import { NodeRegistrar, type LocalNode } from './node-registrar.js';
+import { createPodNetwork, type PodNetwork } from './pod-network.js';
 import { PodRunner } from './pod-runner.js';
 
 export interface NodeAgentOptions {
@@ -36,9 +37,8 @@ export class NodeAgent {
   private readonly terminating = new Set<string>();
   private informer: Informer<V1Pod> | undefined;
   private readonly log: (msg: string, fields?: Record<string, unknown>) => void;
-  private readonly ipBase: string;
+  private readonly network: PodNetwork;
   private readonly usedIPs = new Map<string, string>(); // uid → ip
-  private nextHost = 2;
   private stopped = false;
 
   constructor(private readonly opts: NodeAgentOptions) {
@@ -48,12 +48,11 @@ export class NodeAgent {
         process.stdout.write(
           `${JSON.stringify({ time: new Date().toISOString(), component: 'node-agent', msg, ...fields })}\n`,
         ));
-    // A random second octet per agent keeps two agents (two test suites) from handing out the same pod IPs.
-    this.ipBase = `127.${10 + Math.floor(Math.random() * 240)}`;
+    this.network = createPodNetwork();
     const prefix = opts.namePrefix ?? 'local-gpu';
     this.nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => ({
       name: `${prefix}-${i}`,
-      hostIP: `${this.ipBase}.${i}.1`,
+      hostIP: this.network.hostIP(i),
       gpus: opts.gpusPerNode ?? 1,
     }));
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
@@ -110,25 +109,19 @@ export class NodeAgent {
       return;
     const node = this.nodes.find((n) => n.name === pod.spec?.nodeName);
     if (!node) return;
-    const ip = this.allocateIP(uid, node);
+    const { podIP, wrap } = this.network.attach(uid, this.nodes.indexOf(node));
+    this.usedIPs.set(uid, podIP);
     const created = new PodRunner(pod, {
       core: this.core,
       mappings: this.opts.mappings ?? defaultImageMappings(this.opts.repoRoot),
       podDir: path.join(this.opts.stateDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${uid.slice(0, 8)}`),
-      podIP: ip,
+      podIP,
       hostIP: node.hostIP,
+      wrap,
       log: this.log,
     });
     this.runners.set(uid, created);
     await created.start();
-  }
-
-  private allocateIP(uid: string, node: LocalNode): string {
-    const nodeIndex = this.nodes.indexOf(node);
-    const ip = `${this.ipBase}.${nodeIndex}.${this.nextHost}`;
-    this.nextHost = this.nextHost >= 254 ? 2 : this.nextHost + 1;
-    this.usedIPs.set(uid, ip);
-    return ip;
   }
 
   private async finish(uid: string, runner: PodRunner, graceSeconds: number, deleteObject: boolean): Promise<void> {
@@ -139,6 +132,7 @@ export class NodeAgent {
     this.log('pod terminated', { pod: runner.key, deleteObject });
     this.runners.delete(uid);
     this.usedIPs.delete(uid);
+    this.network.detach(uid);
     if (deleteObject) {
       const [namespace, name] = runner.key.split('/') as [string, string];
       await this.core
@@ -166,5 +160,11 @@ export class NodeAgent {
     await this.informer?.stop();
     await Promise.all([...this.runners.entries()].map(([uid, r]) => this.finish(uid, r, maxGraceSeconds, false)));
     await this.registrar.unregister();
+    this.network.close();
+  }
+
+  /** 'netns' (each pod its own network namespace and address) or 'loopback' (no root: 127.x pod IPs). */
+  get networkMode(): string {
+    return this.network.mode;
   }
 }

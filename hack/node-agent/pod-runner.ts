@@ -13,6 +13,8 @@ export interface PodRunnerDeps {
   podDir: string;
   podIP: string;
   hostIP: string;
+  /** Runs a command inside the pod's network (see pod-network.ts). */
+  wrap: (command: string, args: string[]) => [string, string[]];
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -174,6 +176,8 @@ export class PodRunner {
       }
       if (value !== undefined) env[e.name] = this.rewrite(value, mounts);
     }
+    // The GPUs of these nodes are fake: the engine runs on its CPU backend whatever backend the pod asks for.
+    env.MODELSERVE_BACKEND = 'cpu';
     return env;
   }
 
@@ -184,11 +188,11 @@ export class PodRunner {
     const env = await this.envFor(container, mounts);
     const logFile = path.join(this.deps.podDir, `${container.name}.log`);
     const out = fs.openSync(logFile, 'a');
-    const child = spawn(
+    const [command, args] = this.deps.wrap(
       cmd.command,
       cmd.args.map((a) => this.rewrite(a, mounts)),
-      { env, stdio: ['ignore', out, out] },
     );
+    const child = spawn(command, args, { env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
     return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
   }
@@ -207,11 +211,11 @@ export class PodRunner {
       const logFile = path.join(this.deps.podDir, `${c.spec.name}.log`);
       const out = fs.openSync(logFile, 'a');
       fs.writeSync(out, `# ${new Date().toISOString()} start #${c.restarts}: ${cmd.command} ${cmd.args.join(' ')}\n`);
-      const child = spawn(
+      const [command, args] = this.deps.wrap(
         cmd.command,
         cmd.args.map((a) => this.rewrite(a, mounts)),
-        { env, stdio: ['ignore', out, out], cwd: this.deps.podDir },
       );
+      const child = spawn(command, args, { env, stdio: ['ignore', out, out], cwd: this.deps.podDir });
       fs.closeSync(out);
       c.child = child;
       c.startedAt = new Date().toISOString();

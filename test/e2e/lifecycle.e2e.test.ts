@@ -108,6 +108,7 @@ test('apply → Ready → serve through the gateway → delete → processes gon
     },
     { timeoutMs: 90_000, intervalMs: 1000, description: 'everything of mdep/tiny deleted and its processes gone' },
   );
-  for (const ip of podIPs) await expect(fetch(`http://${ip}:8000/health`)).rejects.toThrow();
+  for (const ip of podIPs)
+    await expect(fetch(`http://${ip}:8000/health`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
   expect(fs.existsSync(path.join(sys.cp.dir, 'node-agent.log'))).toBe(true);
 }, 420_000);

@@ -135,7 +135,10 @@ export function tinyHarmonyCheckpoint(seed = 1): string {
     const tool = path.join(repoRoot, 'worker/native/build/make_checkpoint');
     if (!fs.existsSync(tool)) throw new Error(`${tool} not found: run \`make native\``);
     const tmp = `${dir}.tmp-${process.pid}`;
-    execFileSync(tool, ['--preset', 'tiny-harmony', '--seed', String(seed), '--out', tmp], { stdio: 'ignore' });
+    fs.mkdirSync(path.dirname(dir), { recursive: true });
+    execFileSync(tool, ['--preset', 'tiny-harmony', '--seed', String(seed), '--out', tmp], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     fs.rmSync(dir, { recursive: true, force: true });
     fs.renameSync(tmp, dir);
   }
