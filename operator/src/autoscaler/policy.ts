@@ -1,0 +1,364 @@
+// The autoscaling policy: a pure function from (signals, limits, remembered state, time) to a replica count and a
+// reason. Everything with a clock or a network lives in loop.ts; this file is what the unit/property tests and the
+// simulator (hack/sim) drive, so the simulated policy is the deployed one.
+//
+// Per tick:
+//   demand      = gateway queue + workers' waiting + running requests
+//   queue rec   = ceil(max(demand now, mean demand over the stable window) / queueDepthPerReplica), capped by
+//   rate rec    = arrival / mu + backlog / (mu x drainSeconds), mu = measured per-replica service rate (when known)
+//   panic rec   = ceil(mean demand over the panic window / queueDepthPerReplica); panic starts when it is at least
+//                 panicThreshold x the ready replicas and lasts a stable window after the last trigger; while in
+//                 panic the count only goes up
+//   SLO rec     = ready x min(observed p95 / target, maxSloFactor) (at least ready + 1) when a target is missed,
+//                 counted only once the ready count has been unchanged for sloSettleSeconds (the p95 must describe
+//                 the current capacity, or it would raise the count again for latencies the last step already fixed)
+//   floor       = max(minReplicas, active schedule floor, 1 while not idle for scaleToZeroAfterSeconds)
+//   cap         = min(maxReplicas, floor(maxGPUs / gpusPerReplica))
+// then HPA-style stabilization (up: min of the recommendations over the up window; down: max over the down window),
+// scale from zero at once, scale to zero after idleness, no further scale-up while pods are Pending, and while
+// replicas are starting only a demand of panicThreshold x the count asked for adds more.
+import type { Reason } from './reasons.js';
+
+export interface PolicyConfig {
+  minReplicas: number;
+  maxReplicas: number;
+  /** Unset: no GPU budget beyond maxReplicas. */
+  maxGPUs?: number;
+  gpusPerReplica: number;
+  queueDepthPerReplica: number;
+  slo?: { ttftP95Ms?: number; itlP95Ms?: number };
+  scaleUpStabilizationSeconds: number;
+  scaleDownStabilizationSeconds: number;
+  scaleToZeroAfterSeconds: number;
+  /** Averaging window of the stable recommendation; also how long panic lasts after its last trigger. */
+  stableWindowSeconds: number;
+  panicWindowSeconds: number;
+  /** Panic when the panic-window recommendation reaches this multiple of the ready replicas. */
+  panicThreshold: number;
+  /** Largest multiple of the ready replicas one SLO-driven step asks for. */
+  maxSloFactor: number;
+  /** Ready count unchanged this long before a latency percentile is trusted to describe it. */
+  sloSettleSeconds: number;
+  /** How long scale-up waits for Pending pods before it adds more anyway. */
+  pendingTimeoutSeconds: number;
+  /** One scale-down step keeps at least current / maxScaleDownRate (scale to zero after idleness excepted). */
+  maxScaleDownRate: number;
+  /** The backlog should drain within this many seconds (with the measured service rate). */
+  drainSeconds: number;
+}
+
+/** Tuning that the CRD does not expose; the CRD's fields come from spec.autoscaling. */
+export const DEFAULT_TUNING = {
+  stableWindowSeconds: 30,
+  panicWindowSeconds: 6,
+  panicThreshold: 2,
+  maxSloFactor: 2,
+  sloSettleSeconds: 20,
+  pendingTimeoutSeconds: 120,
+  maxScaleDownRate: 2,
+  drainSeconds: 20,
+} satisfies Partial<PolicyConfig>;
+
+export interface PolicyInput {
+  config: PolicyConfig;
+  /** spec.replicas now (what the last decision, or a person, set). */
+  currentReplicas: number;
+  readyReplicas: number;
+  /** Worker pods that exist but are not yet scheduled or started (phase Pending). */
+  pendingPods: number;
+  /** Requests waiting in the gateways' queues. */
+  gatewayQueue: number;
+  /** Requests admitted by workers but not yet started (vllm:num_requests_waiting summed). */
+  workerWaiting: number;
+  /** Requests being served (vllm:num_requests_running summed). */
+  workerRunning: number;
+  ttftP95Ms?: number;
+  itlP95Ms?: number;
+  /** Requests the ready workers finished per second since the previous tick; undefined when unknown. */
+  completedPerSecond?: number;
+  /** Highest minReplicas among the schedules active now (0 when none); see schedule.ts. */
+  scheduleFloor: number;
+  /** False when the queue could not be read (Redis down): hold the count, never scale down blind. */
+  signalsAvailable: boolean;
+}
+
+export interface PolicyState {
+  version: 1;
+  /** [unix ms, demand] samples inside the stable window. */
+  demand: [number, number][];
+  /** [unix ms, recommendation] inside the longer stabilization window. */
+  recs: [number, number][];
+  /** Last time demand was non-zero. */
+  lastBusyMs: number;
+  panicUntilMs: number | null;
+  /** Since when pods have been Pending without a break. */
+  pendingSinceMs: number | null;
+  /** Since when fewer replicas than asked for have been ready without a break (absent in older states). */
+  startingSinceMs?: number | null;
+  readyReplicas: number;
+  readyChangedMs: number;
+  lastScaleMs: number | null;
+  /** Last scale down (absent in older states). */
+  lastScaleDownMs?: number | null;
+  /** Requests per second one replica finishes when it has a backlog (moving average; absent until measured). */
+  serviceRate?: number | null;
+}
+
+export type LimitedBy = 'BudgetLimited' | 'MaxReplicas';
+
+export interface Decision {
+  desiredReplicas: number;
+  reason: Reason;
+  message: string;
+  /** Set when the cap (GPU budget or maxReplicas) lowered the count. */
+  limitedBy?: LimitedBy;
+  newState: PolicyState;
+  /** The count before stabilization, holds and bounds' clamping at the end. */
+  recommendation: number;
+  demand: number;
+  panic: boolean;
+  /** undefined when no SLO is set or no latency was observed. */
+  sloMet?: boolean;
+}
+
+/**
+ * State for a model seen for the first time (or whose state was lost): the current count counts as a recommendation
+ * made now, so nothing scales down before a full stabilization window of observations.
+ */
+export function initialState(nowMs: number, currentReplicas: number, readyReplicas = currentReplicas): PolicyState {
+  return {
+    version: 1,
+    demand: [],
+    recs: [[nowMs, currentReplicas]],
+    lastBusyMs: nowMs,
+    panicUntilMs: null,
+    pendingSinceMs: null,
+    startingSinceMs: null,
+    readyReplicas,
+    readyChangedMs: nowMs,
+    lastScaleMs: null,
+  };
+}
+
+const mean = (samples: [number, number][], fromMs: number): number => {
+  const inWindow = samples.filter(([t]) => t > fromMs);
+  return inWindow.length === 0 ? 0 : inWindow.reduce((s, [, v]) => s + v, 0) / inWindow.length;
+};
+
+/** The cap from maxReplicas and the GPU budget, and which of them binds. */
+export function replicaCap(c: PolicyConfig): { cap: number; by: LimitedBy } {
+  const byBudget =
+    c.maxGPUs !== undefined && c.gpusPerReplica > 0 ? Math.floor(c.maxGPUs / c.gpusPerReplica) : Infinity;
+  return byBudget < c.maxReplicas ? { cap: byBudget, by: 'BudgetLimited' } : { cap: c.maxReplicas, by: 'MaxReplicas' };
+}
+
+function sloRatio(input: PolicyInput): number | undefined {
+  const slo = input.config.slo;
+  const ratios: number[] = [];
+  const ok = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x >= 0;
+  if (slo?.ttftP95Ms && ok(input.ttftP95Ms)) ratios.push(input.ttftP95Ms / slo.ttftP95Ms);
+  if (slo?.itlP95Ms && ok(input.itlP95Ms)) ratios.push(input.itlP95Ms / slo.itlP95Ms);
+  return ratios.length ? Math.max(...ratios) : undefined;
+}
+
+export function decide(input: PolicyInput, state: PolicyState, nowMs: number): Decision {
+  const c = input.config;
+  const current = input.currentReplicas;
+  // Signals come from other processes: anything negative or not finite counts as nothing, never as NaN.
+  const count = (x: number | undefined) => (x !== undefined && Number.isFinite(x) && x > 0 ? x : 0);
+  const demand = count(input.gatewayQueue) + count(input.workerWaiting) + count(input.workerRunning);
+  const { cap, by: capBy } = replicaCap(c);
+  const hardFloor = Math.min(Math.max(c.minReplicas, input.scheduleFloor), cap);
+  const clampBounds = (n: number) => Math.min(Math.max(n, hardFloor), cap);
+
+  if (!input.signalsAvailable) {
+    const held = clampBounds(current);
+    return {
+      desiredReplicas: held,
+      reason: held === current ? 'SignalsUnavailable' : held > current ? 'MinReplicas' : capBy,
+      message: `queue depth unavailable; holding ${held} replicas`,
+      ...(held < current ? { limitedBy: capBy } : {}),
+      newState: state,
+      recommendation: held,
+      demand,
+      panic: state.panicUntilMs !== null && nowMs < state.panicUntilMs,
+    };
+  }
+
+  const s: PolicyState = {
+    ...state,
+    demand: [...state.demand, [nowMs, demand] as [number, number]],
+    recs: [...state.recs],
+  };
+  if (demand > 0) s.lastBusyMs = nowMs;
+  if (input.readyReplicas !== s.readyReplicas) {
+    s.readyReplicas = input.readyReplicas;
+    s.readyChangedMs = nowMs;
+  }
+  if (input.pendingPods > 0) s.pendingSinceMs ??= nowMs;
+  else s.pendingSinceMs = null;
+  if (input.readyReplicas < current) s.startingSinceMs ??= nowMs;
+  else s.startingSinceMs = null;
+  const stableMs = c.stableWindowSeconds * 1000;
+  s.demand = s.demand.filter(([t]) => t > nowMs - Math.max(stableMs, c.panicWindowSeconds * 1000));
+
+  const target = Math.max(1, c.queueDepthPerReplica);
+  // Up at once on the demand seen now; the mean keeps the count while a burst's queue drains between samples.
+  const stableRec = Math.max(0, Math.ceil(Math.max(demand, mean(s.demand, nowMs - stableMs)) / target - 1e-9));
+  const panicValue = mean(s.demand, nowMs - c.panicWindowSeconds * 1000) / target;
+  const panicRec = Math.max(0, Math.ceil(panicValue - 1e-9));
+
+  // Rate view: a backlog is waiting work, not a rate. With the measured per-replica service rate mu, the replicas
+  // needed are arrival / mu plus what drains the backlog within drainSeconds; it caps the concurrency view, which
+  // over-asks while a queue that a cold start let grow is still there.
+  const backlog = count(input.gatewayQueue) + count(input.workerWaiting);
+  const completed = Number.isFinite(input.completedPerSecond) ? count(input.completedPerSecond) : undefined;
+  let rateRec: number | undefined;
+  if (completed !== undefined) {
+    if (backlog > 0 && input.readyReplicas > 0 && completed > 0) {
+      const mu = completed / input.readyReplicas;
+      s.serviceRate = s.serviceRate ? 0.8 * s.serviceRate + 0.2 * mu : mu;
+    }
+    if (s.serviceRate) {
+      const first = s.demand.find(([t]) => t > nowMs - c.panicWindowSeconds * 1000) ?? [nowMs, demand];
+      const growth = first[0] < nowMs ? Math.max(0, (demand - first[1]) / ((nowMs - first[0]) / 1000)) : 0;
+      const arrival = completed + growth;
+      rateRec = Math.ceil(arrival / s.serviceRate + backlog / (s.serviceRate * c.drainSeconds) - 1e-9);
+      rateRec = Math.max(rateRec, demand > 0 ? 1 : 0);
+    }
+  }
+  const capByRate = (n: number) => (rateRec === undefined ? n : Math.min(n, rateRec));
+
+  if (input.readyReplicas > 0 && panicValue >= c.panicThreshold * input.readyReplicas) {
+    s.panicUntilMs = nowMs + stableMs;
+  }
+  const panic = s.panicUntilMs !== null && nowMs < s.panicUntilMs;
+  if (!panic) s.panicUntilMs = null;
+
+  // Which signal asks for the most; ties go to the more urgent reason.
+  let rec = capByRate(stableRec);
+  let reason: Reason = 'QueueDepth';
+  let why = `demand ${demand} (gateway ${input.gatewayQueue}, waiting ${input.workerWaiting}, running ${input.workerRunning}), ${target}/replica`;
+
+  const ratio = sloRatio(input);
+  const sloSettled = nowMs - s.readyChangedMs >= c.sloSettleSeconds * 1000;
+  if (ratio !== undefined && ratio > 1 && input.readyReplicas > 0 && demand > 0 && sloSettled) {
+    const sloRec = Math.max(input.readyReplicas + 1, Math.ceil(input.readyReplicas * Math.min(ratio, c.maxSloFactor)));
+    if (sloRec >= rec) {
+      rec = sloRec;
+      reason = 'SLOViolation';
+      why = `p95 ${ratio.toFixed(2)}x the SLO target (ttft ${fmt(input.ttftP95Ms)} ms, itl ${fmt(input.itlP95Ms)} ms) on ${input.readyReplicas} ready`;
+    }
+  }
+  if (panic && Math.max(capByRate(panicRec), current) >= rec) {
+    rec = Math.max(capByRate(panicRec), current);
+    reason = 'Panic';
+    why = `burst: ${panicValue.toFixed(1)} replicas of demand over ${c.panicWindowSeconds}s vs ${input.readyReplicas} ready`;
+  }
+
+  const idleMs = nowMs - s.lastBusyMs;
+  const mayBeZero = c.minReplicas === 0 && input.scheduleFloor === 0 && idleMs >= c.scaleToZeroAfterSeconds * 1000;
+  const idleFloor = mayBeZero ? 0 : current > 0 || demand > 0 ? 1 : 0;
+  const floor = Math.max(c.minReplicas, input.scheduleFloor, idleFloor);
+  if (rec < floor) {
+    rec = floor;
+    if (input.scheduleFloor >= floor && input.scheduleFloor > c.minReplicas) {
+      reason = 'ScheduleFloor';
+      why = `a schedule holds at least ${input.scheduleFloor}`;
+    } else if (c.minReplicas >= floor) {
+      reason = 'MinReplicas';
+      why = `minReplicas ${c.minReplicas}`;
+    } else {
+      reason = 'IdleGrace';
+      why = `idle ${Math.round(idleMs / 1000)}s of ${c.scaleToZeroAfterSeconds}s before scale to zero`;
+    }
+  }
+  let limitedBy: LimitedBy | undefined;
+  if (rec > cap) {
+    why += `; capped at ${cap} by ${capBy === 'BudgetLimited' ? `maxGPUs ${c.maxGPUs}` : `maxReplicas ${cap}`}`;
+    rec = cap;
+    limitedBy = capBy;
+  }
+  const recommendation = rec;
+  s.recs.push([nowMs, rec]);
+  const keepMs = Math.max(c.scaleUpStabilizationSeconds, c.scaleDownStabilizationSeconds) * 1000;
+  s.recs = s.recs.filter(([t]) => t > nowMs - keepMs || t === nowMs);
+
+  let desired = rec;
+  if (current === 0 && demand > 0 && rec >= 1) {
+    reason = 'ScaleFromZero';
+    why = `${demand} requests waiting with no replica; ${why}`;
+  } else if (rec > current) {
+    if (!panic && c.scaleUpStabilizationSeconds > 0) {
+      const fromMs = nowMs - c.scaleUpStabilizationSeconds * 1000;
+      desired = Math.max(current, Math.min(...s.recs.filter(([t]) => t > fromMs || t === nowMs).map(([, r]) => r)));
+      if (desired === current) {
+        reason = 'Stabilizing';
+        why = `recommendation ${rec} must persist ${c.scaleUpStabilizationSeconds}s before scaling up`;
+      }
+    }
+    // Anti-windup: replicas already starting will take the backlog that asked for them; while they start, only a
+    // demand that outgrows them by the panic threshold adds more (the queue keeps growing during a cold start).
+    const startingFor = s.startingSinceMs == null ? 0 : nowMs - s.startingSinceMs;
+    const timedOut = startingFor >= c.pendingTimeoutSeconds * 1000;
+    if (desired > current && input.readyReplicas < current && desired < c.panicThreshold * current && !timedOut) {
+      desired = current;
+      reason = 'StartingPods';
+      why = `${current - input.readyReplicas} replicas still starting; holding at ${current} (wanted ${rec})`;
+    }
+    const pendingFor = s.pendingSinceMs === null ? 0 : nowMs - s.pendingSinceMs;
+    if (desired > current && input.pendingPods > 0 && pendingFor < c.pendingTimeoutSeconds * 1000) {
+      desired = current;
+      reason = 'PendingPods';
+      why = `${input.pendingPods} pods Pending for ${Math.round(pendingFor / 1000)}s; holding at ${current} (wanted ${rec})`;
+    }
+  } else if (rec < current) {
+    if (panic) {
+      desired = current;
+      reason = 'Panic';
+      why = `in panic until ${new Date(s.panicUntilMs ?? nowMs).toISOString()}; no scale down`;
+    } else if (rec === 0) {
+      reason = 'ScaleToZero';
+      why = `idle for ${Math.round(idleMs / 1000)}s (scaleToZeroAfterSeconds ${c.scaleToZeroAfterSeconds})`;
+    } else {
+      const fromMs = nowMs - c.scaleDownStabilizationSeconds * 1000;
+      desired = Math.min(current, Math.max(...s.recs.filter(([t]) => t > fromMs || t === nowMs).map(([, r]) => r)));
+      // Capacity is released gradually: at most half per step and one step per stable window, so a burst that
+      // starts just as the window expires still finds part of it.
+      const sinceDown = nowMs - (s.lastScaleDownMs ?? -Infinity);
+      if (desired < current && sinceDown < stableMs) desired = current;
+      else desired = Math.max(desired, Math.ceil(current / c.maxScaleDownRate));
+      if (desired === current) {
+        reason = 'Stabilizing';
+        why = `recommendation ${rec} below ${current}; waiting out the ${c.scaleDownStabilizationSeconds}s window`;
+      }
+    }
+  }
+
+  const bounded = clampBounds(desired);
+  if (bounded !== desired) {
+    if (bounded < desired) {
+      limitedBy = capBy;
+      reason = capBy;
+    } else {
+      reason = input.scheduleFloor > c.minReplicas ? 'ScheduleFloor' : 'MinReplicas';
+    }
+    why += `; bounded to ${bounded}`;
+    desired = bounded;
+  }
+  if (desired !== current) s.lastScaleMs = nowMs;
+  if (desired < current) s.lastScaleDownMs = nowMs;
+  return {
+    desiredReplicas: desired,
+    reason,
+    message: `${current} -> ${desired}: ${why}`,
+    ...(limitedBy ? { limitedBy } : {}),
+    newState: s,
+    recommendation,
+    demand,
+    panic,
+    ...(ratio !== undefined ? { sloMet: ratio <= 1 } : {}),
+  };
+}
+
+const fmt = (v: number | undefined): string => (v === undefined ? '-' : String(Math.round(v)));

@@ -1,0 +1,94 @@
+// What the gateway needs from an OpenAI request body without understanding all of it: the model id, whether it
+// streams, the prefix that decides prefix-cache affinity, and the prompt's size for the up-front token estimate.
+
+export interface RequestFacts {
+  model: string;
+  stream: boolean;
+  /** The start of the rendered prompt (system messages, then the first other message), at most `prefixChars` long. */
+  prefixKey: string;
+  /** Characters of prompt text, for the token estimate. */
+  promptChars: number;
+  /** The prompt text for the audit log when prompt logging is on. */
+  promptText(): string;
+}
+
+export class BodyError extends Error {
+  constructor(
+    message: string,
+    readonly param: string | null,
+  ) {
+    super(message);
+    this.name = 'BodyError';
+  }
+}
+
+function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((part: unknown) =>
+        part && typeof part === 'object' && typeof (part as { text?: unknown }).text === 'string'
+          ? (part as { text: string }).text
+          : '',
+      )
+      .join('');
+  }
+  return '';
+}
+
+interface Message {
+  role: string;
+  text: string;
+}
+
+function messagesOf(body: Record<string, unknown>): Message[] {
+  const raw = body.messages;
+  if (!Array.isArray(raw)) throw new BodyError("'messages' must be an array of messages", 'messages');
+  return raw.map((m: unknown, i) => {
+    if (!m || typeof m !== 'object') throw new BodyError(`'messages[${i}]' must be an object`, `messages[${i}]`);
+    const msg = m as { role?: unknown; content?: unknown };
+    return { role: typeof msg.role === 'string' ? msg.role : '', text: contentText(msg.content) };
+  });
+}
+
+/** Reads the facts of a /v1/chat/completions (`chat`) or /v1/completions (`completion`) body. */
+export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixChars: number): RequestFacts {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw new BodyError('The request body must be a JSON object', null);
+  }
+  const obj = body as Record<string, unknown>;
+  if (typeof obj.model !== 'string' || obj.model === '') {
+    throw new BodyError("'model' is required and must be a non-empty string", 'model');
+  }
+  const stream = obj.stream === true;
+  if (kind === 'chat') {
+    const messages = messagesOf(obj);
+    // System (and developer) messages first, as the harmony renderer places them, then the first turn.
+    const leading = messages.filter((m) => m.role === 'system' || m.role === 'developer');
+    const first = messages.find((m) => m.role !== 'system' && m.role !== 'developer');
+    const rendered = [...leading, ...(first ? [first] : [])].map((m) => `${m.role}\u0000${m.text}\u0000`).join('');
+    return {
+      model: obj.model,
+      stream,
+      prefixKey: rendered.slice(0, prefixChars),
+      promptChars: messages.reduce((n, m) => n + m.text.length, 0),
+      promptText: () => messages.map((m) => `${m.role}: ${m.text}`).join('\n'),
+    };
+  }
+  const prompt = obj.prompt;
+  let text: string;
+  if (typeof prompt === 'string') text = prompt;
+  else if (Array.isArray(prompt) && prompt.every((p) => typeof p === 'string')) text = (prompt as string[]).join('\n');
+  else if (Array.isArray(prompt) && prompt.every((p) => typeof p === 'number')) text = (prompt as number[]).join(' ');
+  else throw new BodyError("'prompt' must be a string, an array of strings or an array of token ids", 'prompt');
+  return {
+    model: obj.model,
+    stream,
+    prefixKey: text.slice(0, prefixChars),
+    promptChars:
+      typeof prompt === 'string' || typeof (prompt as unknown[])[0] === 'string'
+        ? text.length
+        : (prompt as number[]).length * 4,
+    promptText: () => text,
+  };
+}

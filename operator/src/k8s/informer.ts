@@ -1,0 +1,194 @@
+// An informer: list, then watch from the list's resourceVersion, keeping a cache keyed namespace/name. A 410 Gone
+// (resourceVersion compacted away) triggers a fresh list whose differences against the cache are delivered as
+// add/update/delete, so handlers never miss a deletion. Other failures back off and re-watch. A periodic resync
+// re-delivers every cached object so that level-based reconcilers repair anything a lost event left behind.
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { collectionPath, type Resource } from './resources.js';
+import { isGone, type KubeClient, type WatchEvent } from './rest.js';
+
+export type InformerEvent = 'add' | 'update' | 'delete' | 'resync';
+export type InformerHandler<T> = (event: InformerEvent, obj: T, old?: T) => void;
+
+export interface InformerOptions {
+  namespace?: string;
+  labelSelector?: string;
+  resyncMs: number;
+  /** Called when a list (initial or after 410 Gone) happens: for metrics and logs. */
+  onRelist?: (reason: 'initial' | 'gone' | 'error') => void;
+  onError?: (err: unknown) => void;
+}
+
+export const objectKey = (o: KubernetesObject): string => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+/** Differences between the cache and a fresh list, as the events a watch would have delivered. */
+export function diffList<T extends KubernetesObject>(
+  cache: Map<string, T>,
+  items: T[],
+): { type: 'add' | 'update' | 'delete'; obj: T; old?: T }[] {
+  const out: { type: 'add' | 'update' | 'delete'; obj: T; old?: T }[] = [];
+  const seen = new Set<string>();
+  for (const obj of items) {
+    const k = objectKey(obj);
+    seen.add(k);
+    const old = cache.get(k);
+    if (!old) out.push({ type: 'add', obj });
+    else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) out.push({ type: 'update', obj, old });
+  }
+  for (const [k, old] of cache) if (!seen.has(k)) out.push({ type: 'delete', obj: old });
+  return out;
+}
+
+export class Informer<T extends KubernetesObject> {
+  readonly cache = new Map<string, T>();
+  private readonly handlers: InformerHandler<T>[] = [];
+  private readonly abort = new AbortController();
+  private resourceVersion = '';
+  private synced = false;
+  private syncedWaiters: (() => void)[] = [];
+  private resyncTimer?: NodeJS.Timeout;
+  private loop?: Promise<void>;
+
+  constructor(
+    private readonly client: KubeClient,
+    readonly resource: Resource,
+    private readonly options: InformerOptions,
+  ) {}
+
+  on(handler: InformerHandler<T>): void {
+    this.handlers.push(handler);
+  }
+
+  get(namespace: string, name: string): T | undefined {
+    return this.cache.get(`${namespace}/${name}`);
+  }
+
+  list(): T[] {
+    return [...this.cache.values()];
+  }
+
+  hasSynced(): boolean {
+    return this.synced;
+  }
+
+  waitForSync(): Promise<void> {
+    if (this.synced) return Promise.resolve();
+    return new Promise((resolve) => this.syncedWaiters.push(resolve));
+  }
+
+  start(): void {
+    this.loop = this.run();
+    this.resyncTimer = setInterval(() => {
+      for (const obj of this.cache.values()) this.emit('resync', obj);
+    }, this.options.resyncMs);
+    this.resyncTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await this.loop;
+  }
+
+  private emit(event: InformerEvent, obj: T, old?: T): void {
+    for (const h of this.handlers) h(event, obj, old);
+  }
+
+  private async relist(reason: 'initial' | 'gone' | 'error'): Promise<void> {
+    this.options.onRelist?.(reason);
+    const items: T[] = [];
+    let continueToken: string | undefined;
+    let resourceVersion = '';
+    do {
+      const page = await this.client.get<{ items: T[]; metadata: { resourceVersion: string; continue?: string } }>(
+        collectionPath(this.resource, this.options.namespace),
+        { labelSelector: this.options.labelSelector, limit: 500, continue: continueToken },
+      );
+      // List responses omit kind/apiVersion on items; fill them so handlers see whole objects.
+      for (const item of page.items) {
+        item.apiVersion ??= this.resource.group
+          ? `${this.resource.group}/${this.resource.version}`
+          : this.resource.version;
+        item.kind ??= this.resource.kind;
+        items.push(item);
+      }
+      continueToken = page.metadata.continue || undefined;
+      resourceVersion = page.metadata.resourceVersion;
+    } while (continueToken);
+    const changes = diffList(this.cache, items);
+    for (const c of changes) {
+      if (c.type === 'delete') this.cache.delete(objectKey(c.obj));
+      else this.cache.set(objectKey(c.obj), c.obj);
+    }
+    this.resourceVersion = resourceVersion;
+    for (const c of changes) this.emit(c.type, c.obj, c.old);
+    if (!this.synced) {
+      this.synced = true;
+      for (const w of this.syncedWaiters) w();
+      this.syncedWaiters = [];
+    }
+  }
+
+  private handle(event: WatchEvent<T>): void {
+    const obj = event.object;
+    if (obj.metadata?.resourceVersion) this.resourceVersion = obj.metadata.resourceVersion;
+    if (event.type === 'BOOKMARK') return;
+    const k = objectKey(obj);
+    const old = this.cache.get(k);
+    if (event.type === 'DELETED') {
+      this.cache.delete(k);
+      this.emit('delete', obj);
+    } else {
+      this.cache.set(k, obj);
+      this.emit(old ? 'update' : 'add', obj, old);
+    }
+  }
+
+  /** Sleeps, but returns at once when the informer is stopped. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const signal = this.abort.signal;
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  private async run(): Promise<void> {
+    let backoffMs = 250;
+    let needList: 'initial' | 'gone' | 'error' | undefined = 'initial';
+    while (!this.abort.signal.aborted) {
+      try {
+        if (needList) await this.relist(needList);
+        needList = undefined;
+        await this.client.watch<T>(
+          collectionPath(this.resource, this.options.namespace),
+          {
+            labelSelector: this.options.labelSelector,
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            // The server ends the watch after this; a fresh one continues from the last resourceVersion.
+            timeoutSeconds: 240 + Math.floor(Math.random() * 120),
+          },
+          (e) => this.handle(e),
+          this.abort.signal,
+        );
+        backoffMs = 250;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        if (isGone(err)) {
+          needList = 'gone';
+          continue;
+        }
+        this.options.onError?.(err);
+        await this.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 30_000);
+        // The list may have failed, or the server lost our resourceVersion; listing again is always safe.
+        needList = 'error';
+      }
+    }
+  }
+}

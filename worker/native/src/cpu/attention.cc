@@ -1,0 +1,166 @@
+#include "cpu/attention.h"
+
+// GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) as uninitialised: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cmath>
+#include <string>
+
+#include "common/error.h"
+#include "cpu/bf16.h"
+
+namespace ms {
+
+namespace {
+
+constexpr int kMaxHeadsPerGroup = 64;
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxBlock = 256;
+
+struct ScalarOps {
+    static float dot(const float *q, const float *k, int n) {
+        float s = 0;
+        for (int i = 0; i < n; ++i) s += q[i] * k[i];
+        return s;
+    }
+    static float dot(const float *q, const uint16_t *k, int n) {
+        float s = 0;
+        for (int i = 0; i < n; ++i) s += q[i] * bf16_to_f32(k[i]);
+        return s;
+    }
+    static void scale(float *acc, float c, int n) {
+        for (int i = 0; i < n; ++i) acc[i] *= c;
+    }
+    static void axpy(float *acc, float e, const float *v, int n) {
+        for (int i = 0; i < n; ++i) acc[i] += e * v[i];
+    }
+    static void axpy(float *acc, float e, const uint16_t *v, int n) {
+        for (int i = 0; i < n; ++i) acc[i] += e * bf16_to_f32(v[i]);
+    }
+};
+
+#define MS_AVX512 __attribute__((target("avx512f")))
+struct Avx512Ops {
+    MS_AVX512 static inline __m512 load(const float *p) { return _mm512_loadu_ps(p); }
+    MS_AVX512 static inline __m512 load(const uint16_t *p) {
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))), 16));
+    }
+    template <class T> MS_AVX512 static inline float dot(const float *q, const T *k, int n) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load(k + i), acc);
+        return _mm512_reduce_add_ps(acc);
+    }
+    MS_AVX512 static inline void scale(float *acc, float c, int n) {
+        __m512 cv = _mm512_set1_ps(c);
+        for (int i = 0; i < n; i += 16) _mm512_storeu_ps(acc + i, _mm512_mul_ps(_mm512_loadu_ps(acc + i), cv));
+    }
+    template <class T> MS_AVX512 static inline void axpy(float *acc, float e, const T *v, int n) {
+        __m512 ev = _mm512_set1_ps(e);
+        for (int i = 0; i < n; i += 16) _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(ev, load(v + i), _mm512_loadu_ps(acc + i)));
+    }
+};
+
+#define MS_AVX2 __attribute__((target("avx2,fma")))
+struct Avx2Ops {
+    MS_AVX2 static inline __m256 load(const float *p) { return _mm256_loadu_ps(p); }
+    MS_AVX2 static inline __m256 load(const uint16_t *p) {
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))), 16));
+    }
+    template <class T> MS_AVX2 static inline float dot(const float *q, const T *k, int n) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load(k + i), acc);
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        return _mm_cvtss_f32(s4);
+    }
+    MS_AVX2 static inline void scale(float *acc, float c, int n) {
+        __m256 cv = _mm256_set1_ps(c);
+        for (int i = 0; i < n; i += 8) _mm256_storeu_ps(acc + i, _mm256_mul_ps(_mm256_loadu_ps(acc + i), cv));
+    }
+    template <class T> MS_AVX2 static inline void axpy(float *acc, float e, const T *v, int n) {
+        __m256 ev = _mm256_set1_ps(e);
+        for (int i = 0; i < n; i += 8) _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(ev, load(v + i), _mm256_loadu_ps(acc + i)));
+    }
+};
+
+// Online softmax over blocks: per head a running max m (starting at the sink), denominator l (starting at
+// exp(sink - m) = 1) and unnormalised output acc.
+template <class Ops, class T>
+__attribute__((always_inline)) inline void attend_impl(const float *q, int G, int hd, float scale, const float *sinks,
+                                                       const PagedKvView &kv, int first, int last, float *out) {
+    float m[kMaxHeadsPerGroup], l[kMaxHeadsPerGroup], sc[kMaxBlock];
+    for (int g = 0; g < G; ++g) {
+        m[g] = sinks[g];
+        l[g] = 1.0f;
+        for (int i = 0; i < hd; ++i) out[g * hd + i] = 0.0f;
+    }
+    const T *kbase = static_cast<const T *>(kv.k), *vbase = static_cast<const T *>(kv.v);
+    const int bs = kv.block_size;
+    for (int bi = first / bs; bi <= last / bs; ++bi) {
+        int32_t blk = bi < kv.n_blocks ? kv.block_table[bi] : -1;
+        if (blk < 0) throw Error(MS_ERR_INTERNAL, "attention: KV block " + std::to_string(bi) + " is not mapped");
+        const int p0 = bi * bs > first ? bi * bs : first;
+        const int p1 = bi * bs + bs - 1 < last ? bi * bs + bs - 1 : last;
+        const T *kb = kbase + int64_t(blk) * kv.block_stride, *vb = vbase + int64_t(blk) * kv.block_stride;
+        for (int g = 0; g < G; ++g) {
+            const float *qg = q + g * hd;
+            float mx = m[g];
+            for (int p = p0; p <= p1; ++p) {
+                float s = Ops::dot(qg, kb + int64_t(p - bi * bs) * kv.row_stride, hd) * scale;
+                sc[p - p0] = s;
+                if (s > mx) mx = s;
+            }
+            float *acc = out + g * hd;
+            if (mx > m[g]) {
+                float corr = std::exp(m[g] - mx);
+                l[g] *= corr;
+                Ops::scale(acc, corr, hd);
+                m[g] = mx;
+            }
+            for (int p = p0; p <= p1; ++p) {
+                float e = std::exp(sc[p - p0] - mx);
+                l[g] += e;
+                Ops::axpy(acc, e, vb + int64_t(p - bi * bs) * kv.row_stride, hd);
+            }
+        }
+    }
+    for (int g = 0; g < G; ++g) Ops::scale(out + g * hd, 1.0f / l[g], hd);
+}
+
+void attend_scalar(const float *q, int G, int hd, float scale, const float *sinks, const PagedKvView &kv, int first,
+                   int last, float *out) {
+    if (kv.bf16) attend_impl<ScalarOps, uint16_t>(q, G, hd, scale, sinks, kv, first, last, out);
+    else attend_impl<ScalarOps, float>(q, G, hd, scale, sinks, kv, first, last, out);
+}
+
+MS_AVX2 void attend_avx2(const float *q, int G, int hd, float scale, const float *sinks, const PagedKvView &kv, int first,
+                         int last, float *out) {
+    if (kv.bf16) attend_impl<Avx2Ops, uint16_t>(q, G, hd, scale, sinks, kv, first, last, out);
+    else attend_impl<Avx2Ops, float>(q, G, hd, scale, sinks, kv, first, last, out);
+}
+
+MS_AVX512 void attend_avx512(const float *q, int G, int hd, float scale, const float *sinks, const PagedKvView &kv,
+                             int first, int last, float *out) {
+    if (kv.bf16) attend_impl<Avx512Ops, uint16_t>(q, G, hd, scale, sinks, kv, first, last, out);
+    else attend_impl<Avx512Ops, float>(q, G, hd, scale, sinks, kv, first, last, out);
+}
+
+}  // namespace
+
+void attend_paged(Simd s, const float *q, int n_q_heads, int head_dim, float scale, const float *sinks,
+                  const PagedKvView &kv, int first, int last, float *out) {
+    if (n_q_heads > kMaxHeadsPerGroup || head_dim > kMaxHeadDim || kv.block_size > kMaxBlock || kv.block_size <= 0)
+        throw Error(MS_ERR_UNSUPPORTED, "attention: heads per group <= 64, head_dim <= 256 and block size <= 256 supported");
+    if (s == Simd::Avx512 && head_dim % 16 == 0) attend_avx512(q, n_q_heads, head_dim, scale, sinks, kv, first, last, out);
+    else if (s != Simd::Scalar && head_dim % 8 == 0) attend_avx2(q, n_q_heads, head_dim, scale, sinks, kv, first, last, out);
+    else attend_scalar(q, n_q_heads, head_dim, scale, sinks, kv, first, last, out);
+}
+
+}  // namespace ms

@@ -1,0 +1,382 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "cpu/attention.h"
+#include "cpu/bf16.h"
+#include "cpu/matmul_bf16.h"
+#include "cpu/matmul_mxfp4.h"
+#include "cpu/rmsnorm.h"
+#include "cpu/router.h"
+#include "cpu/swiglu.h"
+#include "io/mapped_file.h"
+
+namespace ms {
+
+namespace {
+
+std::vector<float> to_f32(const TensorView &t) {
+    std::vector<float> out(size_t(t.numel()));
+    bf16_to_f32_n(Simd::Scalar, reinterpret_cast<const uint16_t *>(t.data), out.data(), t.numel());
+    return out;
+}
+
+template <class T> T *grow(std::vector<T> &v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
+}  // namespace
+
+struct Model::Workspace {
+    std::vector<float> x, h, q, k, v, attn, proj, router, cos_sin, xe, gu, act, acts, dn, fin;
+    std::vector<int> tok_seq, tok_pos, topk_ids, slot_of, slot_token, expert_count, expert_off, logit_rows;
+    std::vector<float> topk_w;
+    struct Item {
+        int expert, r0, r1;
+    };
+    std::vector<Item> items;
+};
+
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const ms_model_params &params) {
+    if (!params.path || !*params.path) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_params.path is empty");
+    std::string backend = params.backend ? params.backend : "auto";
+    if (backend != "cpu" && backend != "auto") {
+        if (backend == "cuda") throw Error(MS_ERR_UNSUPPORTED, "backend \"cuda\" is not available in this build");
+        throw Error(MS_ERR_INVALID_ARGUMENT, "backend must be \"cpu\", \"cuda\" or \"auto\", got \"" + backend + "\"");
+    }
+    if (params.n_threads < 0) throw Error(MS_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
+    const std::string dir = params.path;
+    auto m = std::unique_ptr<Model>(new Model());
+    const std::string cfg_path = dir + "/config.json";
+    m->cfg_ = ModelConfig::parse(read_text_file(cfg_path), cfg_path);
+    const ModelConfig &c = m->cfg_;
+    m->ckpt_ = Checkpoint::open(dir);
+    const Checkpoint &ck = *m->ckpt_;
+
+    const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.num_local_experts, V = c.vocab_size;
+    const int64_t QD = int64_t(c.num_attention_heads) * c.head_dim, KVD = int64_t(c.num_key_value_heads) * c.head_dim;
+    auto bf16 = [&](const std::string &name, std::vector<int64_t> shape) { return ck.require(name, Dtype::BF16, shape); };
+    auto dense = [&](const std::string &prefix, int64_t rows, int64_t cols, bool bias) {
+        DenseWeight d;
+        d.w = reinterpret_cast<const uint16_t *>(bf16(prefix + ".weight", {rows, cols}).data);
+        if (bias) d.bias = to_f32(bf16(prefix + ".bias", {rows}));
+        d.rows = int(rows);
+        d.cols = int(cols);
+        return d;
+    };
+    auto experts = [&](const std::string &prefix, int64_t rows, int64_t cols) {
+        ExpertWeight x;
+        x.blocks = ck.require(prefix + "_blocks", Dtype::U8, {E, rows, cols / 32, 16}).data;
+        x.scales = ck.require(prefix + "_scales", Dtype::U8, {E, rows, cols / 32}).data;
+        x.bias = to_f32(bf16(prefix + "_bias", {E, rows}));
+        x.rows = int(rows);
+        x.cols = int(cols);
+        return x;
+    };
+    m->embed_ = reinterpret_cast<const uint16_t *>(bf16("model.embed_tokens.weight", {V, H}).data);
+    m->final_norm_ = to_f32(bf16("model.norm.weight", {H}));
+    m->lm_head_ = dense("lm_head", V, H, false);
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights L;
+        L.attn_norm = to_f32(bf16(p + "input_layernorm.weight", {H}));
+        L.mlp_norm = to_f32(bf16(p + "post_attention_layernorm.weight", {H}));
+        L.sinks = to_f32(bf16(p + "self_attn.sinks", {c.num_attention_heads}));
+        L.q = dense(p + "self_attn.q_proj", QD, H, true);
+        L.k = dense(p + "self_attn.k_proj", KVD, H, true);
+        L.v = dense(p + "self_attn.v_proj", KVD, H, true);
+        L.o = dense(p + "self_attn.o_proj", H, QD, true);
+        L.router = dense(p + "mlp.router", E, H, true);
+        L.gate_up = experts(p + "mlp.experts.gate_up_proj", 2 * I, H);
+        L.down = experts(p + "mlp.experts.down_proj", H, I);
+        m->layers_.push_back(std::move(L));
+    }
+
+    m->simd_ = active_simd();
+    m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
+    RopeParams rp;
+    rp.head_dim = c.head_dim;
+    rp.theta = c.rope_theta;
+    rp.factor = c.rope_type == "yarn" ? c.rope_factor : 1.0;
+    rp.original_max_pos = c.rope_original_max_position_embeddings;
+    rp.beta_fast = c.rope_beta_fast;
+    rp.beta_slow = c.rope_beta_slow;
+    m->rope_ = make_rope(rp);
+
+    KvSpec &s = m->spec_;
+    s.kv_dim = int(KVD);
+    s.sliding_window = 0;
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+        int g = c.is_sliding(l) ? kSlidingGroup : kFullGroup;
+        if (g == kSlidingGroup) s.sliding_window = c.sliding_window;
+        s.layer_group.push_back(g);
+        s.layer_index_in_group.push_back(s.layers_in_group[g]++);
+    }
+    m->ws_ = std::make_unique<Workspace>();
+    ck.prefault(params.progress, params.progress_user);
+    return m;
+}
+
+KvSpec Model::kv_spec() const { return spec_; }
+
+size_t Model::kv_block_bytes(int group, int block_size, bool bf16) const {
+    if (group < 0 || group >= kNumKvGroups) return 0;
+    return size_t(2) * spec_.layers_in_group[group] * size_t(block_size) * spec_.kv_dim * (bf16 ? 2 : 4);
+}
+
+void Model::forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
+    run(seqs, n_seqs, kv, logits, false);
+}
+
+void Model::forward_all_logits(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
+    run(seqs, n_seqs, kv, logits, true);
+}
+
+void Model::validate_step(const ForwardSeq *seqs, int n_seqs, const KvStorage &kv) const {
+    if (n_seqs < 0 || (n_seqs > 0 && !seqs)) throw Error(MS_ERR_INVALID_ARGUMENT, "forward: bad seqs");
+    if (kv.kv_dim != spec_.kv_dim) throw Error(MS_ERR_INVALID_ARGUMENT, "forward: KvStorage.kv_dim does not match the model");
+    if (kv.block_size <= 0) throw Error(MS_ERR_INVALID_ARGUMENT, "forward: KvStorage.block_size must be > 0");
+    for (int g = 0; g < kNumKvGroups; ++g)
+        if (spec_.layers_in_group[g] > 0 && (kv.layers_in_group[g] != spec_.layers_in_group[g] || !kv.k[g] || !kv.v[g]))
+            throw Error(MS_ERR_INVALID_ARGUMENT, "forward: KvStorage group " + std::to_string(g) + " does not match the KvSpec");
+    for (int i = 0; i < n_seqs; ++i) {
+        const ForwardSeq &s = seqs[i];
+        if (s.n_tokens <= 0 || s.start_pos < 0 || !s.tokens)
+            throw Error(MS_ERR_INVALID_ARGUMENT, "forward: seq " + std::to_string(i) + " has no tokens or a negative start");
+        for (int j = 0; j < s.n_tokens; ++j)
+            if (s.tokens[j] < 0 || s.tokens[j] >= cfg_.vocab_size)
+                throw Error(MS_ERR_INVALID_ARGUMENT, "forward: seq " + std::to_string(i) + " token " + std::to_string(s.tokens[j]) +
+                                                         " is outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) + ")");
+        const int64_t need = (int64_t(s.start_pos) + s.n_tokens + kv.block_size - 1) / kv.block_size;
+        for (int g = 0; g < kNumKvGroups; ++g) {
+            if (spec_.layers_in_group[g] == 0) continue;
+            if (s.n_blocks[g] < need || !s.block_table[g])
+                throw Error(MS_ERR_INVALID_ARGUMENT, "forward: seq " + std::to_string(i) + " block table of group " +
+                                                         std::to_string(g) + " covers fewer positions than start_pos + n_tokens");
+            // Every block this chunk reads or writes must be a valid id: all of them for full attention, those
+            // inside the window for the sliding group (older ones may be freed, -1).
+            int64_t first_block = 0;
+            if (g == kSlidingGroup) first_block = std::max<int64_t>(0, s.start_pos - cfg_.sliding_window + 1) / kv.block_size;
+            for (int64_t b = first_block; b < need; ++b)
+                if (s.block_table[g][b] < 0 || s.block_table[g][b] >= kv.num_blocks[g])
+                    throw Error(MS_ERR_INVALID_ARGUMENT, "forward: seq " + std::to_string(i) + " block " + std::to_string(b) +
+                                                             " of group " + std::to_string(g) + " is not a valid block id");
+        }
+    }
+}
+
+void Model::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits, bool all_positions) {
+    std::lock_guard<std::mutex> lock(mu_);
+    validate_step(seqs, n_seqs, kv);
+    Workspace &w = *ws_;
+    const int H = cfg_.hidden_size, hd = cfg_.head_dim;
+    int T = 0;
+    for (int i = 0; i < n_seqs; ++i) T += seqs[i].n_tokens;
+    if (T == 0) return;
+    int *tok_seq = grow(w.tok_seq, T), *tok_pos = grow(w.tok_pos, T);
+    float *x = grow(w.x, size_t(T) * H);
+    float *cs = grow(w.cos_sin, size_t(T) * hd);
+    for (int i = 0, t = 0; i < n_seqs; ++i)
+        for (int j = 0; j < seqs[i].n_tokens; ++j, ++t) {
+            tok_seq[t] = i;
+            tok_pos[t] = seqs[i].start_pos + j;
+        }
+    pool_->parallel_for(T, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const ForwardSeq &s = seqs[tok_seq[t]];
+            int tok = s.tokens[tok_pos[t] - s.start_pos];
+            bf16_to_f32_n(simd_, embed_ + int64_t(tok) * H, x + t * H, H);
+            rope_cos_sin(rope_, tok_pos[t], cs + t * hd);
+        }
+    });
+    for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
+        attention_layer(l, seqs, n_seqs, kv);
+        moe_layer(l, T);
+    }
+    // Final norm on the rows that need logits, then the unembedding over the whole vocabulary.
+    std::vector<int> &rows = w.logit_rows;
+    rows.clear();
+    for (int i = 0, t = 0; i < n_seqs; ++i) {
+        for (int j = 0; j < seqs[i].n_tokens; ++j, ++t)
+            if (all_positions || (seqs[i].want_logits && j == seqs[i].n_tokens - 1)) rows.push_back(t);
+    }
+    const int R = int(rows.size());
+    if (R == 0) return;
+    float *fin = grow(w.fin, size_t(R) * H);
+    for (int i = 0; i < R; ++i) rmsnorm(simd_, x + int64_t(rows[i]) * H, final_norm_.data(), H, float(cfg_.rms_norm_eps), fin + int64_t(i) * H);
+    const int V = cfg_.vocab_size;
+    const int64_t grain = std::max<int64_t>(16, V / (pool_->size() * 16));
+    pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
+        matmul_bf16_rows(simd_, fin, R, H, lm_head_.w, nullptr, H, int(r0), int(r1), logits, V);
+    });
+}
+
+namespace {
+int64_t row_grain(int rows, int threads) { return std::max<int64_t>(4, (rows / (threads * 4) + 3) / 4 * 4); }
+}  // namespace
+
+void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage &kv) {
+    Workspace &w = *ws_;
+    const LayerWeights &L = layers_[l];
+    const int H = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
+    const int QD = nh * hd, KVD = nkv * hd, G = nh / nkv;
+    int T = 0;
+    for (int i = 0; i < n_seqs; ++i) T += seqs[i].n_tokens;
+    float *x = w.x.data(), *h = grow(w.h, size_t(T) * H), *q = grow(w.q, size_t(T) * QD);
+    float *k = grow(w.k, size_t(T) * KVD), *v = grow(w.v, size_t(T) * KVD), *attn = grow(w.attn, size_t(T) * QD);
+    float *proj = grow(w.proj, size_t(T) * H);
+    const float eps = float(cfg_.rms_norm_eps);
+    const int threads = pool_->size();
+
+    pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) rmsnorm(simd_, x + t * H, L.attn_norm.data(), H, eps, h + t * H);
+    });
+    auto project = [&](const DenseWeight &W, const float *in, int K, float *out) {
+        pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
+            matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+        });
+    };
+    project(L.q, h, H, q);
+    project(L.k, h, H, k);
+    project(L.v, h, H, v);
+
+    const int g = spec_.layer_group[l], li = spec_.layer_index_in_group[l];
+    const int bs = kv.block_size;
+    const int64_t block_stride = int64_t(kv.layers_in_group[g]) * bs * KVD;
+    const int64_t layer_off = int64_t(li) * bs * KVD;
+    const int *tok_seq = w.tok_seq.data(), *tok_pos = w.tok_pos.data();
+    const float *cs = w.cos_sin.data();
+    // RoPE on q and k, then store k and v at their cache slots.
+    pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            rope_apply(simd_, rope_, cs + t * hd, q + t * QD, nh);
+            rope_apply(simd_, rope_, cs + t * hd, k + t * KVD, nkv);
+            const ForwardSeq &s = seqs[tok_seq[t]];
+            const int pos = tok_pos[t];
+            const int64_t off = int64_t(s.block_table[g][pos / bs]) * block_stride + layer_off + int64_t(pos % bs) * KVD;
+            if (kv.bf16) {
+                f32_to_bf16_n(simd_, k + t * KVD, static_cast<uint16_t *>(kv.k[g]) + off, KVD);
+                f32_to_bf16_n(simd_, v + t * KVD, static_cast<uint16_t *>(kv.v[g]) + off, KVD);
+            } else {
+                std::memcpy(static_cast<float *>(kv.k[g]) + off, k + t * KVD, sizeof(float) * KVD);
+                std::memcpy(static_cast<float *>(kv.v[g]) + off, v + t * KVD, sizeof(float) * KVD);
+            }
+        }
+    });
+    const bool sliding = cfg_.is_sliding(l);
+    const int window = cfg_.sliding_window;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const size_t esize = kv.bf16 ? 2 : 4;
+    pool_->parallel_for(int64_t(T) * nkv, 1, [&](int64_t b, int64_t e) {
+        for (int64_t it = b; it < e; ++it) {
+            const int t = int(it / nkv), kh = int(it % nkv);
+            const ForwardSeq &s = seqs[tok_seq[t]];
+            const int pos = tok_pos[t];
+            PagedKvView view;
+            view.k = static_cast<const char *>(kv.k[g]) + (layer_off + int64_t(kh) * hd) * esize;
+            view.v = static_cast<const char *>(kv.v[g]) + (layer_off + int64_t(kh) * hd) * esize;
+            view.bf16 = kv.bf16;
+            view.block_size = bs;
+            view.block_stride = block_stride;
+            view.row_stride = KVD;
+            view.block_table = s.block_table[g];
+            view.n_blocks = s.n_blocks[g];
+            const int first = sliding ? std::max(0, pos - window + 1) : 0;
+            attend_paged(simd_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, L.sinks.data() + kh * G, view, first, pos,
+                         attn + int64_t(t) * QD + kh * G * hd);
+        }
+    });
+    project(L.o, attn, QD, proj);
+    pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t i = b * H; i < e * H; ++i) x[i] += proj[i];
+    });
+}
+
+void Model::moe_layer(int l, int T) {
+    Workspace &w = *ws_;
+    const LayerWeights &L = layers_[l];
+    const int H = cfg_.hidden_size, I = cfg_.intermediate_size, E = cfg_.num_local_experts, K = cfg_.num_experts_per_tok;
+    const int threads = pool_->size();
+    float *x = w.x.data(), *h = grow(w.h, size_t(T) * H), *rl = grow(w.router, size_t(T) * E);
+    int *ids = grow(w.topk_ids, size_t(T) * K), *slot_of = grow(w.slot_of, size_t(T) * K);
+    float *wts = grow(w.topk_w, size_t(T) * K);
+    const float eps = float(cfg_.rms_norm_eps);
+
+    pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) rmsnorm(simd_, x + t * H, L.mlp_norm.data(), H, eps, h + t * H);
+    });
+    pool_->parallel_for(E, row_grain(E, threads), [&](int64_t r0, int64_t r1) {
+        matmul_bf16_rows(simd_, h, T, H, L.router.w, L.router.bias_ptr(), H, int(r0), int(r1), rl, E);
+    });
+    for (int t = 0; t < T; ++t) router_topk_softmax(rl + int64_t(t) * E, E, K, ids + int64_t(t) * K, wts + int64_t(t) * K);
+
+    // Group the (token, expert) pairs by expert: slots [off[e], off[e] + count[e]) belong to expert e.
+    int *count = grow(w.expert_count, E), *off = grow(w.expert_off, E + 1);
+    std::fill(count, count + E, 0);
+    for (int i = 0; i < T * K; ++i) ++count[ids[i]];
+    off[0] = 0;
+    for (int e = 0; e < E; ++e) off[e + 1] = off[e] + count[e];
+    int *slot_token = grow(w.slot_token, size_t(T) * K);
+    std::fill(count, count + E, 0);
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < K; ++j) {
+            int e = ids[t * K + j], s = off[e] + count[e]++;
+            slot_token[s] = t;
+            slot_of[t * K + j] = s;
+        }
+    const int S = T * K;
+    float *xe = grow(w.xe, size_t(S) * H), *gu = grow(w.gu, size_t(S) * 2 * I);
+    float *act = grow(w.act, size_t(S) * I), *acts = grow(w.acts, size_t(S) * I), *dn = grow(w.dn, size_t(S) * H);
+    pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
+        for (int64_t s = b; s < e; ++s) mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
+    });
+
+    // Work items: (expert, block of output rows); each expert's weights are read once for all its tokens.
+    auto run_experts = [&](const ExpertWeight &W, const float *in, float *out) {
+        int active = 0;
+        for (int e = 0; e < E; ++e) active += off[e + 1] > off[e];
+        int rb = std::max(4, (W.rows * active / (threads * 8) + 3) / 4 * 4);
+        rb = std::min(rb, W.rows);
+        w.items.clear();
+        for (int e = 0; e < E; ++e) {
+            if (off[e + 1] == off[e]) continue;
+            for (int r = 0; r < W.rows; r += rb) w.items.push_back({e, r, std::min(W.rows, r + rb)});
+        }
+        pool_->parallel_for(int64_t(w.items.size()), 1, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) {
+                const Workspace::Item &it = w.items[i];
+                const int n = off[it.expert + 1] - off[it.expert];
+                matmul_mxfp4_rows(simd_, in + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
+                                  W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
+                                  out + int64_t(off[it.expert]) * W.rows, W.rows);
+            }
+        });
+    };
+    run_experts(L.gate_up, xe, gu);
+    const float limit = float(cfg_.swiglu_limit), alpha = float(cfg_.swiglu_alpha);
+    pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
+        for (int64_t s = b; s < e; ++s) {
+            swiglu_interleaved(gu + s * 2 * I, I, limit, alpha, act + s * I);
+            mxfp4_split_activations(act + s * I, I, acts + s * I);
+        }
+    });
+    run_experts(L.down, acts, dn);
+    // Weighted sum of each token's experts (down bias included), in a fixed order.
+    pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t)
+            for (int j = 0; j < K; ++j) {
+                const float wt = wts[t * K + j];
+                const float *d = dn + int64_t(slot_of[t * K + j]) * H;
+                float *xt = x + t * H;
+                for (int i = 0; i < H; ++i) xt[i] += wt * d[i];
+            }
+    });
+}
+
+}  // namespace ms

@@ -1,0 +1,121 @@
+// The gpt-oss model on the CPU: configuration, weights (mapped from the checkpoint, never copied except small
+// vectors) and the batched forward pass over the runtime's paged KV cache.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/rope.h"
+#include "cpu/simd.h"
+#include "cpu/thread_pool.h"
+#include "engine.h"
+#include "io/safetensors.h"
+#include "model/forward.h"
+
+namespace ms {
+
+struct ModelConfig {
+    std::string architecture = "gpt_oss";
+    int num_hidden_layers = 0;
+    int num_local_experts = 0;
+    int num_experts_per_tok = 4;
+    int hidden_size = 0;
+    int intermediate_size = 0;
+    int num_attention_heads = 0;
+    int num_key_value_heads = 0;
+    int head_dim = 0;
+    int vocab_size = 0;
+    int sliding_window = 0;
+    std::vector<std::string> layer_types;  // "sliding_attention" | "full_attention" per layer
+    double rms_norm_eps = 1e-5;
+    double rope_theta = 150000;
+    std::string rope_type;  // "yarn" or "" (plain)
+    double rope_factor = 1, rope_original_max_position_embeddings = 4096, rope_beta_fast = 32, rope_beta_slow = 1;
+    double swiglu_limit = 7.0;
+    double swiglu_alpha = 1.702;
+    int max_position_embeddings = 0;
+    std::vector<int> eos_token_ids;
+    std::string quant_method;  // "mxfp4"
+
+    // Parses and validates a Hugging Face config.json; errors name `source` and the field.
+    static ModelConfig parse(const std::string &json_text, const std::string &source);
+    bool is_sliding(int layer) const { return layer_types[layer] == "sliding_attention"; }
+};
+
+// Dense bf16 matrix [rows][cols] in the mapping, with an fp32 copy of its bias (may be empty).
+struct DenseWeight {
+    const uint16_t *w = nullptr;
+    std::vector<float> bias;
+    int rows = 0, cols = 0;
+    const float *bias_ptr() const { return bias.empty() ? nullptr : bias.data(); }
+};
+
+// All experts of one projection: MXFP4 blocks [E][rows][cols/32][16], scales [E][rows][cols/32], fp32 bias [E][rows].
+struct ExpertWeight {
+    const uint8_t *blocks = nullptr;
+    const uint8_t *scales = nullptr;
+    std::vector<float> bias;
+    int rows = 0, cols = 0;
+    const uint8_t *expert_blocks(int e) const { return blocks + int64_t(e) * rows * (cols / 2); }
+    const uint8_t *expert_scales(int e) const { return scales + int64_t(e) * rows * (cols / 32); }
+    const float *expert_bias(int e) const { return bias.data() + int64_t(e) * rows; }
+};
+
+struct LayerWeights {
+    std::vector<float> attn_norm, mlp_norm, sinks;
+    DenseWeight q, k, v, o, router;
+    ExpertWeight gate_up, down;
+};
+
+class Model {
+  public:
+    static std::unique_ptr<Model> load(const ms_model_params &params);
+    ~Model();
+
+    const ModelConfig &config() const { return cfg_; }
+    KvSpec kv_spec() const;
+    size_t kv_block_bytes(int group, int block_size, bool bf16) const;
+    int vocab_size() const { return cfg_.vocab_size; }
+    Simd simd() const { return simd_; }
+    int n_threads() const { return pool_->size(); }
+    uint64_t weight_bytes() const { return ckpt_->data_bytes(); }
+
+    // Runs one step: each seq's chunk is written into `kv` per its block tables and attended; one row of
+    // vocab_size logits is written per seq with want_logits, in seq order. Thread-safe (serialised inside).
+    void forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits);
+    // As forward, but writes logits for every token of every seq ([total tokens][vocab]); for tests and eval.
+    void forward_all_logits(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits);
+
+    const LayerWeights &layer(int i) const { return layers_[i]; }
+    const uint16_t *embed() const { return embed_; }
+    const float *final_norm() const { return final_norm_.data(); }
+    const DenseWeight &lm_head() const { return lm_head_; }
+    const Rope &rope() const { return rope_; }
+
+  private:
+    Model() = default;
+    void run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits, bool all_positions);
+    void validate_step(const ForwardSeq *seqs, int n_seqs, const KvStorage &kv) const;
+    void attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage &kv);
+    void moe_layer(int l, int n_tok);
+
+    ModelConfig cfg_;
+    std::unique_ptr<Checkpoint> ckpt_;
+    std::unique_ptr<ThreadPool> pool_;
+    Simd simd_ = Simd::Scalar;
+    Rope rope_;
+    KvSpec spec_;
+    const uint16_t *embed_ = nullptr;
+    std::vector<float> final_norm_;
+    DenseWeight lm_head_;
+    std::vector<LayerWeights> layers_;
+
+    // Step workspace: grown on demand, reused across steps (no allocation in steady state).
+    std::mutex mu_;
+    struct Workspace;
+    std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace ms

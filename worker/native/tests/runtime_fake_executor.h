@@ -1,0 +1,158 @@
+// A small deterministic stand-in for the model, for runtime tests. Its logits are a pseudo-random function of the
+// token history the KV cache holds, read back through the block tables: K stores (position, token) per position, and
+// the logits of position p hash every (position, token) of the full group's positions [0, p] and the sliding group's
+// window [p - window + 1, p]. A block-table mistake either trips the position check (an exception) or changes the
+// tokens, so scheduler and cache bugs show up as wrong generations. `reference_logits` computes the same function
+// straight from a token list, without any cache.
+#pragma once
+
+#include <cstdint>
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/executor.h"
+
+namespace ms::testing {
+
+class FakeExecutor : public Executor {
+  public:
+    FakeExecutor(int vocab, int sliding_window, int n_full_layers = 1, int n_sliding_layers = 1) : vocab_(vocab) {
+        spec_.kv_dim = 2;
+        spec_.sliding_window = n_sliding_layers > 0 ? sliding_window : 0;
+        for (int l = 0; l < n_full_layers + n_sliding_layers; ++l) {
+            const int g = (l < n_sliding_layers) ? kSlidingGroup : kFullGroup;
+            spec_.layer_group.push_back(g);
+            spec_.layer_index_in_group.push_back(spec_.layers_in_group[g]++);
+        }
+    }
+
+    const KvSpec &kv_spec() const override { return spec_; }
+    size_t kv_block_bytes(int group, int block_size, bool bf16) const override {
+        return static_cast<size_t>(2) * spec_.layers_in_group[group] * block_size * spec_.kv_dim * (bf16 ? 2 : 4);
+    }
+    int vocab_size() const override { return vocab_; }
+    int eos_token_id() const override { return 0; }
+    int max_positions() const override { return 0; }
+
+    void forward(const ForwardSeq *seqs, int n, KvStorage &kv, float *logits) override {
+        if (kv.bf16) throw std::runtime_error("fake executor stores fp32 only");
+        {
+            std::unique_lock<std::mutex> lk(gate_mu_);
+            in_forward = true;
+            gate_cv_.notify_all();
+            gate_cv_.wait(lk, [&] { return !paused_; });
+            in_forward = false;
+        }
+        if (fail_next.exchange(false)) throw std::runtime_error("injected failure");
+        ++steps;
+        int row = 0;
+        for (int i = 0; i < n; ++i) {
+            const ForwardSeq &s = seqs[i];
+            tokens_computed += s.n_tokens;
+            for (int t = 0; t < s.n_tokens; ++t) {
+                const int pos = s.start_pos + t;
+                for (int g = 0; g < kNumKvGroups; ++g) {
+                    if (spec_.layers_in_group[g] == 0) continue;
+                    float *k = slot(kv, s, g, pos);
+                    k[0] = static_cast<float>(pos);
+                    k[1] = static_cast<float>(s.tokens[t]);
+                }
+            }
+            if (!s.want_logits) continue;
+            const int p = s.start_pos + s.n_tokens - 1;
+            uint64_t h = 0x1234;
+            for (int q = 0; q <= p; ++q) h = mix(h, read(kv, s, kFullGroup, q));
+            if (spec_.layers_in_group[kSlidingGroup] > 0) {
+                for (int q = std::max(0, p - spec_.sliding_window + 1); q <= p; ++q)
+                    h = mix(h ^ 0x55, read(kv, s, kSlidingGroup, q));
+            }
+            fill(h, logits + static_cast<size_t>(row++) * vocab_);
+        }
+    }
+
+    // The logits after tokens[0, n) computed without a cache.
+    void reference_logits(const int32_t *tokens, int n, float *out) const {
+        const int p = n - 1;
+        uint64_t h = 0x1234;
+        for (int q = 0; q <= p; ++q) h = mix(h, static_cast<uint64_t>(tokens[q]));
+        if (spec_.layers_in_group[kSlidingGroup] > 0)
+            for (int q = std::max(0, p - spec_.sliding_window + 1); q <= p; ++q) h = mix(h ^ 0x55, static_cast<uint64_t>(tokens[q]));
+        fill(h, out);
+    }
+
+    // Greedy continuation of `prompt` for `n` tokens without a cache.
+    std::vector<int32_t> reference_greedy(std::vector<int32_t> tokens, int n) const {
+        std::vector<float> l(vocab_);
+        std::vector<int32_t> out;
+        for (int i = 0; i < n; ++i) {
+            reference_logits(tokens.data(), static_cast<int>(tokens.size()), l.data());
+            int best = 0;
+            for (int v = 1; v < vocab_; ++v)
+                if (l[v] > l[best]) best = v;
+            out.push_back(best);
+            tokens.push_back(best);
+        }
+        return out;
+    }
+
+    // Test controls: pause() holds the next forward until resume(); wait_in_forward() returns once one is held.
+    void pause() {
+        std::lock_guard<std::mutex> lk(gate_mu_);
+        paused_ = true;
+    }
+    void resume() {
+        std::lock_guard<std::mutex> lk(gate_mu_);
+        paused_ = false;
+        gate_cv_.notify_all();
+    }
+    void wait_in_forward() {
+        std::unique_lock<std::mutex> lk(gate_mu_);
+        gate_cv_.wait(lk, [&] { return in_forward; });
+    }
+
+    std::atomic<int> steps{0};
+    std::atomic<long> tokens_computed{0};
+    std::atomic<bool> fail_next{false};
+
+  private:
+    static uint64_t mix(uint64_t h, uint64_t x) {
+        h ^= x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+        h *= 0xff51afd7ed558ccdULL;
+        return h ^ (h >> 29);
+    }
+    void fill(uint64_t h, float *out) const {
+        for (int v = 0; v < vocab_; ++v) {
+            const uint64_t r = mix(h, static_cast<uint64_t>(v) + 77);
+            out[v] = static_cast<float>(static_cast<double>(r >> 11) / 9007199254740992.0 * 10.0 - 5.0);
+        }
+    }
+    float *slot(KvStorage &kv, const ForwardSeq &s, int g, int pos) const {
+        const int bi = pos / kv.block_size;
+        if (bi >= s.n_blocks[g]) throw std::runtime_error("position " + std::to_string(pos) + " beyond the block table of group " + std::to_string(g));
+        const int32_t b = s.block_table[g][bi];
+        if (b < 0 || b >= kv.num_blocks[g]) throw std::runtime_error("bad block id " + std::to_string(b) + " for position " + std::to_string(pos) + " in group " + std::to_string(g));
+        float *base = static_cast<float *>(kv.k[g]);
+        return base + ((static_cast<size_t>(b) * kv.layers_in_group[g]) * kv.block_size + pos % kv.block_size) * kv.kv_dim;
+    }
+    uint64_t read(KvStorage &kv, const ForwardSeq &s, int g, int pos) const {
+        const float *k = slot(kv, s, g, pos);
+        if (k[0] != static_cast<float>(pos))
+            throw std::runtime_error("KV of group " + std::to_string(g) + " at position " + std::to_string(pos) + " holds position " + std::to_string(k[0]));
+        return static_cast<uint64_t>(k[1]);
+    }
+
+    int vocab_;
+    KvSpec spec_;
+    std::mutex gate_mu_;
+    std::condition_variable gate_cv_;
+    bool paused_ = false;
+    bool in_forward = false;
+};
+
+}  // namespace ms::testing

@@ -1,0 +1,169 @@
+// The worker process: parse flags/env, start HTTP at once (/health answers, /ready says loading), load the engine
+// with progress logs, then serve; SIGTERM drains. Usage: npx tsx worker/src/main.ts --model DIR [--port 8000] …
+import { basename, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_CONFIG, type WorkerConfig } from './context.js';
+import { installSignalHandlers } from './drain.js';
+import { loadEngine } from './engine/native.js';
+import type { Engine, EngineOptions } from './engine/types.js';
+import type { ReasoningEffort } from './harmony/render.js';
+import { createLogger, type LogLevel } from './log.js';
+import { createApp, listen } from './server.js';
+import { Tokenizer } from './tokenizer.js';
+import { initTracing, type TracingMode } from './tracing.js';
+
+const HELP = `modelserve worker: OpenAI-compatible server over the native gpt-oss engine
+
+  --model DIR               checkpoint directory (config.json + *.safetensors)      env MODELSERVE_MODEL
+  --served-model-name NAME  the OpenAI model id (default: the directory's name)     env MODELSERVE_SERVED_MODEL_NAME
+  --host HOST / --port N    listen address (default 0.0.0.0:8000)                  env MODELSERVE_HOST / MODELSERVE_PORT
+  --backend cpu|cuda|auto   engine backend (default auto)                           env MODELSERVE_BACKEND
+  --threads N               CPU backend threads                                     env MODELSERVE_THREADS
+  --max-context N           max tokens per sequence                                 env MODELSERVE_MAX_CONTEXT
+  --max-seqs N              max sequences in a batch                                env MODELSERVE_MAX_SEQS
+  --max-batched-tokens N    token budget per engine step                            env MODELSERVE_MAX_BATCHED_TOKENS
+  --kv-block-size N         KV cache block size in tokens                           env MODELSERVE_KV_BLOCK_SIZE
+  --kv-memory-mb N          KV cache pool size in MiB                               env MODELSERVE_KV_MEMORY_MB
+  --kv-dtype float32|bfloat16                                                       env MODELSERVE_KV_DTYPE
+  --no-prefix-caching       disable prefix caching                                  env MODELSERVE_PREFIX_CACHING=0
+  --max-queue N             sequences that may wait beyond the batch (default 256)  env MODELSERVE_MAX_QUEUE
+  --grace-seconds N         drain time for in-flight streams on SIGTERM (default 30) env MODELSERVE_GRACE_SECONDS
+  --reasoning-effort low|medium|high  default effort (default medium)               env MODELSERVE_REASONING_EFFORT
+  --date YYYY-MM-DD|none    pin the harmony "Current date:" (default: today, UTC)   env MODELSERVE_DATE
+  --log-level debug|info|warn|error                                                 env MODELSERVE_LOG_LEVEL
+  Traces: MODELSERVE_TRACES=off|console (default off).`;
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    'served-model-name': { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    backend: { type: 'string' },
+    threads: { type: 'string' },
+    'max-context': { type: 'string' },
+    'max-seqs': { type: 'string' },
+    'max-batched-tokens': { type: 'string' },
+    'kv-block-size': { type: 'string' },
+    'kv-memory-mb': { type: 'string' },
+    'kv-dtype': { type: 'string' },
+    'no-prefix-caching': { type: 'boolean' },
+    'max-queue': { type: 'string' },
+    'grace-seconds': { type: 'string' },
+    'reasoning-effort': { type: 'string' },
+    date: { type: 'string' },
+    'log-level': { type: 'string' },
+    help: { type: 'boolean' },
+  },
+});
+
+if (values.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+
+const env = (name: string): string | undefined => process.env[`MODELSERVE_${name}`];
+const opt = (flag: keyof typeof values, envName: string): string | undefined =>
+  (values[flag] as string | undefined) ?? env(envName);
+
+function fail(message: string): never {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: message })}\n`);
+  process.exit(2);
+}
+
+function intOpt(flag: keyof typeof values, envName: string, min = 0): number | undefined {
+  const raw = opt(flag, envName);
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) fail(`--${String(flag)} must be an integer ≥ ${min}, got '${raw}'`);
+  return n;
+}
+
+function enumOpt<T extends string>(flag: keyof typeof values, envName: string, allowed: readonly T[]): T | undefined {
+  const raw = opt(flag, envName);
+  if (raw === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(raw))
+    fail(`--${String(flag)} must be one of ${allowed.join(', ')}, got '${raw}'`);
+  return raw as T;
+}
+
+const modelPath = opt('model', 'MODEL') ?? fail('--model DIR is required (see --help)');
+const logger = createLogger(enumOpt<LogLevel>('log-level', 'LOG_LEVEL', ['debug', 'info', 'warn', 'error']) ?? 'info');
+const dateRaw = opt('date', 'DATE');
+if (dateRaw !== undefined && dateRaw !== 'none' && !/^\d{4}-\d{2}-\d{2}$/.test(dateRaw)) {
+  fail(`--date must be YYYY-MM-DD or none, got '${dateRaw}'`);
+}
+const config: WorkerConfig = {
+  ...DEFAULT_CONFIG,
+  servedModelName: opt('served-model-name', 'SERVED_MODEL_NAME') ?? basename(resolve(modelPath)),
+  maxQueue: intOpt('max-queue', 'MAX_QUEUE') ?? DEFAULT_CONFIG.maxQueue,
+  defaultReasoningEffort:
+    enumOpt<ReasoningEffort>('reasoning-effort', 'REASONING_EFFORT', ['low', 'medium', 'high']) ??
+    DEFAULT_CONFIG.defaultReasoningEffort,
+  ...(dateRaw !== undefined ? { conversationDate: dateRaw === 'none' ? null : dateRaw } : {}),
+};
+const graceSeconds = intOpt('grace-seconds', 'GRACE_SECONDS') ?? 30;
+const kvMemoryMb = intOpt('kv-memory-mb', 'KV_MEMORY_MB', 1);
+const engineOptions: EngineOptions = {
+  modelPath: resolve(modelPath),
+  backend: enumOpt('backend', 'BACKEND', ['cpu', 'cuda', 'auto'] as const) ?? 'auto',
+  ...defined('threads', intOpt('threads', 'THREADS', 1)),
+  ...defined('maxContext', intOpt('max-context', 'MAX_CONTEXT', 1)),
+  ...defined('maxSeqs', intOpt('max-seqs', 'MAX_SEQS', 1)),
+  ...defined('maxBatchedTokens', intOpt('max-batched-tokens', 'MAX_BATCHED_TOKENS', 1)),
+  ...defined('kvBlockSize', intOpt('kv-block-size', 'KV_BLOCK_SIZE', 1)),
+  ...defined('kvMemoryBytes', kvMemoryMb !== undefined ? kvMemoryMb * 1024 * 1024 : undefined),
+  ...defined('kvDtype', enumOpt('kv-dtype', 'KV_DTYPE', ['float32', 'bfloat16'] as const)),
+  enablePrefixCaching: !(values['no-prefix-caching'] || env('PREFIX_CACHING') === '0'),
+};
+
+function defined<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
+}
+
+const tracing = initTracing((env('TRACES') as TracingMode | undefined) ?? 'off');
+const { app, ctx } = createApp({ tokenizer: new Tokenizer(), config, logger, tracing });
+const port = intOpt('port', 'PORT') ?? 8000;
+const { server, port: bound } = await listen(app, port, opt('host', 'HOST') ?? '0.0.0.0');
+logger.info('listening', { port: bound, model: config.servedModelName });
+
+let engine: Engine | undefined;
+installSignalHandlers(ctx, server, {
+  graceSeconds,
+  onClosed: async () => {
+    await engine?.close();
+    await tracing.shutdown();
+  },
+});
+
+logger.info('loading model', { modelPath: engineOptions.modelPath, backend: engineOptions.backend });
+const started = performance.now();
+let lastLogged = 0;
+try {
+  engine = await loadEngine({
+    ...engineOptions,
+    onProgress(done, total) {
+      const now = performance.now();
+      if (now - lastLogged < 1000 && done < total) return;
+      lastLogged = now;
+      logger.info('loading progress', {
+        doneBytes: done,
+        totalBytes: total,
+        percent: total ? Math.round((100 * done) / total) : 100,
+      });
+    },
+  });
+} catch (err) {
+  logger.error('model load failed', { error: (err as Error).message });
+  server.close();
+  process.exit(1);
+}
+ctx.attachEngine(engine);
+logger.info('ready', {
+  seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
+  architecture: engine.info.architecture,
+  backend: engine.info.backend,
+  simd: engine.info.simd,
+  maxContext: engine.options.maxContext,
+  maxSeqs: engine.options.maxSeqs,
+});

@@ -1,0 +1,213 @@
+// POST /v1/chat/completions: harmony prompt → engine sequences (n) → OpenAI chat completion or SSE chunks.
+import type { Request, Response } from 'express';
+import type { WorkerContext } from '../context.js';
+import type { FinishReason, GenerationRequest } from '../engine/types.js';
+import { ChatFormatError, renderChatPrompt } from '../harmony/chat.js';
+import type { FunctionTool } from '../harmony/render.js';
+import { ChatChoice, isEmptyDelta, type ChatDelta, type ChatFinishReason } from '../openai/chat-choice.js';
+import { internalError, invalidRequest } from '../openai/errors.js';
+import { chatRequestSchema, type ChatRequest } from '../openai/schemas.js';
+import { SequenceRun } from '../sequences.js';
+import { endEventStream, sendEvent, startEventStream } from '../sse.js';
+import { HARMONY } from '../tokenizer.js';
+import { RequestTrace } from '../tracing.js';
+import {
+  admit,
+  maxTokensFor,
+  newId,
+  parseBody,
+  requireEngine,
+  samplingOf,
+  sendError,
+  stopStrings,
+  unixSeconds,
+  watchDisconnect,
+} from './common.js';
+
+const CHAT_STOP_TOKENS = [HARMONY.return, HARMONY.call];
+
+function toolsOf(body: ChatRequest): FunctionTool[] {
+  const choice = body.tool_choice;
+  if (choice === 'required' || (typeof choice === 'object' && choice !== null)) {
+    throw invalidRequest(
+      "tool_choice 'required' or a named function is not supported (no constrained decoding); use 'auto' or 'none'",
+      'tool_choice',
+      'unsupported_parameter',
+    );
+  }
+  if (choice === 'none' || !body.tools) return [];
+  return body.tools.map((t) => ({
+    name: t.function.name,
+    description: t.function.description,
+    parameters: t.function.parameters as FunctionTool['parameters'],
+  }));
+}
+
+export async function chatCompletions(ctx: WorkerContext, req: Request, res: Response): Promise<void> {
+  const arrival = performance.now();
+  const body = parseBody(chatRequestSchema, req.body);
+  const engine = requireEngine(ctx, body.model);
+  const sampling = samplingOf(body);
+  let prompt: number[];
+  try {
+    prompt = renderChatPrompt(ctx.tokenizer, body.messages, toolsOf(body), {
+      reasoningEffort: body.reasoning_effort ?? ctx.config.defaultReasoningEffort,
+      conversationDate: ctx.conversationDate(),
+    });
+  } catch (err) {
+    if (err instanceof ChatFormatError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
+  const maxParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  const maxTokens = maxTokensFor(
+    engine,
+    prompt.length,
+    body.max_completion_tokens ?? body.max_tokens,
+    'messages',
+    maxParam,
+  );
+  const n = body.n ?? 1;
+  const topLogprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+  if (!body.logprobs && body.top_logprobs) {
+    throw invalidRequest('top_logprobs requires logprobs: true', 'top_logprobs');
+  }
+  admit(ctx, n);
+
+  const stops = stopStrings(body.stop);
+  const id = newId('chatcmpl-');
+  const created = unixSeconds();
+  const model = ctx.config.servedModelName;
+  const stream = body.stream === true;
+  const includeUsage = stream && body.stream_options?.include_usage === true;
+  const choices = Array.from({ length: n }, () => new ChatChoice(ctx.tokenizer, stops, topLogprobs));
+  const finishReasons: (ChatFinishReason | undefined)[] = new Array(n).fill(undefined);
+  const errors: string[] = [];
+  const leave = ctx.state.enter();
+  const trace = new RequestTrace(ctx.tracing.tracer, 'chat.completions', req.header('traceparent'), {
+    'gen_ai.request.model': model,
+    'gen_ai.request.max_tokens': maxTokens,
+    n,
+  });
+
+  const chunk = (
+    index: number,
+    delta: Record<string, unknown>,
+    finish: string | null,
+    logprobs?: unknown,
+  ): unknown => ({
+    id,
+    object: 'chat.completion.chunk',
+    created,
+    model,
+    choices: [{ index, delta, logprobs: logprobs ?? null, finish_reason: finish }],
+    ...(includeUsage ? { usage: null } : {}),
+  });
+  const streamDelta = (index: number, delta: ChatDelta, finish: ChatFinishReason | null): void => {
+    if (isEmptyDelta(delta) && finish === null) return;
+    const { logprobs, ...rest } = delta;
+    sendEvent(res, chunk(index, rest, finish, logprobs ? { content: logprobs } : undefined));
+  };
+
+  const run = new SequenceRun(
+    engine,
+    ctx.admission!,
+    ctx.metrics,
+    trace,
+    arrival,
+    choices.map((choice, index) => {
+      const request: GenerationRequest = {
+        prompt,
+        maxTokens,
+        ...sampling,
+        ...(sampling.seed !== undefined ? { seed: sampling.seed + index } : {}),
+        stopTokenIds: CHAT_STOP_TOKENS,
+        ...(topLogprobs !== undefined ? { logprobs: Math.max(1, topLogprobs) } : {}),
+      };
+      return {
+        request,
+        handlers: {
+          onTokens(events) {
+            const delta = choice.push(events);
+            if (stream) streamDelta(index, delta, null);
+            if (choice.stoppedByString) run.stop(index);
+          },
+          onFinish(reason: FinishReason, message?: string) {
+            const { delta, reason: finish } = choice.finish(reason);
+            finishReasons[index] = finish;
+            if (reason === 'error') errors.push(message ?? 'engine error');
+            if (stream && reason !== 'cancelled') {
+              if (reason === 'error') {
+                sendEvent(res, {
+                  error: { message: message ?? 'engine error', type: 'server_error', param: null, code: null },
+                });
+              } else {
+                streamDelta(index, delta, finish);
+              }
+            }
+          },
+        },
+      };
+    }),
+  );
+
+  const watch = watchDisconnect(req, res, () => run.cancelAll());
+  if (stream) {
+    startEventStream(res);
+    choices.forEach((_, index) => sendEvent(res, chunk(index, { role: 'assistant', content: '' }, null)));
+  }
+  run.start();
+  try {
+    await run.done;
+  } finally {
+    watch.finished();
+    leave();
+  }
+  const completionTokens = choices.reduce((sum, c) => sum + c.completionTokens, 0);
+  const usage = {
+    prompt_tokens: prompt.length,
+    completion_tokens: completionTokens,
+    total_tokens: prompt.length + completionTokens,
+    prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
+  };
+  trace.end({ 'gen_ai.usage.prompt_tokens': prompt.length, 'gen_ai.usage.completion_tokens': completionTokens });
+  if (res.destroyed) return;
+  if (stream) {
+    if (includeUsage) sendEvent(res, { id, object: 'chat.completion.chunk', created, model, choices: [], usage });
+    endEventStream(res);
+    return;
+  }
+  if (errors.length === n) {
+    // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
+    const err = run.capacityRejection
+      ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
+      : internalError(errors[0]!);
+    sendError(res, err);
+    return;
+  }
+  res.json({
+    id,
+    object: 'chat.completion',
+    created,
+    model,
+    choices: choices.map((c, index) => ({
+      index,
+      message: {
+        role: 'assistant',
+        content: c.toolCalls.length > 0 && c.content === '' ? null : c.content,
+        ...(c.reasoning ? { reasoning_content: c.reasoning } : {}),
+        ...(c.toolCalls.length > 0
+          ? {
+              tool_calls: c.toolCalls.map((t) => ({
+                id: t.id,
+                type: 'function',
+                function: { name: t.name, arguments: t.arguments },
+              })),
+            }
+          : {}),
+      },
+      logprobs: topLogprobs !== undefined ? { content: c.logprobs } : null,
+      finish_reason: finishReasons[index] ?? 'stop',
+    })),
+    usage,
+  });
+}

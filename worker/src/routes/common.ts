@@ -1,0 +1,116 @@
+// Steps shared by the generation endpoints: body validation, model check, sampling parameters, context-length
+// checks, admission, and the per-request lifecycle (in-flight count, disconnect → cancel, trace span).
+import type { Request, Response } from 'express';
+import { randomBytes } from 'node:crypto';
+import type { z } from 'zod';
+import type { WorkerContext } from '../context.js';
+import type { Engine, GenerationRequest } from '../engine/types.js';
+import { ApiError, invalidRequest, modelNotFound, notReady, overloaded } from '../openai/errors.js';
+import { describeIssue } from '../openai/schemas.js';
+
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw invalidRequest(
+      'The request body must be a JSON object (Content-Type: application/json)',
+      null,
+      'invalid_json',
+    );
+  }
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const { param, message } = describeIssue(parsed.error);
+    throw invalidRequest(message, param || null, 'invalid_value');
+  }
+  return parsed.data;
+}
+
+export function requireEngine(ctx: WorkerContext, model: string): Engine {
+  if (model !== ctx.config.servedModelName) throw modelNotFound(model);
+  if (!ctx.engine) throw notReady();
+  return ctx.engine;
+}
+
+interface SamplingFields {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  seed?: number | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+}
+
+/** Engine sampling settings; penalties are refused (the engine has none) rather than silently ignored. */
+export function samplingOf(body: SamplingFields): Omit<GenerationRequest, 'prompt' | 'maxTokens'> {
+  for (const param of ['frequency_penalty', 'presence_penalty'] as const) {
+    if (body[param])
+      throw invalidRequest(`${param} is not supported by this server (use 0)`, param, 'unsupported_parameter');
+  }
+  const out: Omit<GenerationRequest, 'prompt' | 'maxTokens'> = {};
+  if (body.temperature !== undefined && body.temperature !== null) out.temperature = body.temperature;
+  if (body.top_p !== undefined && body.top_p !== null) out.topP = body.top_p;
+  if (body.top_k !== undefined && body.top_k !== null && body.top_k > 0) out.topK = body.top_k;
+  if (body.min_p !== undefined && body.min_p !== null) out.minP = body.min_p;
+  if (body.seed !== undefined && body.seed !== null) out.seed = body.seed;
+  return out;
+}
+
+/** The generation budget: what was asked for, or what is left of the context; errors name the param at fault. */
+export function maxTokensFor(
+  engine: Engine,
+  promptTokens: number,
+  requested: number | null | undefined,
+  promptParam: string,
+  maxParam: string,
+): number {
+  const context = engine.options.maxContext;
+  if (promptTokens >= context) {
+    throw invalidRequest(
+      `This model's maximum context length is ${context} tokens. However, your ${promptParam} resulted in ${promptTokens} tokens. Please reduce the length of the ${promptParam}.`,
+      promptParam,
+      'context_length_exceeded',
+    );
+  }
+  if (requested === undefined || requested === null) return context - promptTokens;
+  if (promptTokens + requested > context) {
+    throw invalidRequest(
+      `This model's maximum context length is ${context} tokens. However, you requested ${promptTokens + requested} tokens (${promptTokens} in the ${promptParam}, ${requested} in the completion). Please reduce the length of the ${promptParam} or ${maxParam}.`,
+      maxParam,
+      'context_length_exceeded',
+    );
+  }
+  return requested;
+}
+
+export function stopStrings(stop: string | string[] | null | undefined): string[] {
+  if (stop === undefined || stop === null) return [];
+  return (typeof stop === 'string' ? [stop] : stop).filter((s) => s.length > 0);
+}
+
+export function admit(ctx: WorkerContext, sequences: number): void {
+  if (!ctx.admission!.canAdmit(sequences)) throw overloaded(ctx.config.retryAfterSeconds);
+}
+
+export function sendError(res: Response, err: ApiError): void {
+  if (err.retryAfter !== undefined) res.setHeader('Retry-After', String(err.retryAfter));
+  res.status(err.status).json(err.toBody());
+}
+
+export const newId = (prefix: string): string => `${prefix}${randomBytes(12).toString('hex')}`;
+
+/** Calls `onGone` if the client disconnects before `finished()` is called. */
+export function watchDisconnect(req: Request, res: Response, onGone: () => void): { finished(): void } {
+  let done = false;
+  const listener = (): void => {
+    if (!done && !res.writableFinished) onGone();
+  };
+  res.on('close', listener);
+  return {
+    finished() {
+      done = true;
+      res.off('close', listener);
+    },
+  };
+}
+
+export const unixSeconds = (): number => Math.floor(Date.now() / 1000);

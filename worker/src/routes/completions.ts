@@ -1,0 +1,249 @@
+// POST /v1/completions: a raw prompt (text, in which `<|start|>`-style special tokens are read as such, or token ids)
+// → engine sequences (prompts × n) → OpenAI text completion or SSE chunks. Special tokens are not shown in the text.
+import type { Request, Response } from 'express';
+import type { WorkerContext } from '../context.js';
+import type { FinishReason, GenerationRequest, TokenEvent } from '../engine/types.js';
+import { internalError, invalidRequest } from '../openai/errors.js';
+import { completionRequestSchema, type CompletionRequest } from '../openai/schemas.js';
+import { SequenceRun } from '../sequences.js';
+import { endEventStream, sendEvent, startEventStream } from '../sse.js';
+import { StopMatcher } from '../stop.js';
+import { HARMONY, type Tokenizer } from '../tokenizer.js';
+import { RequestTrace } from '../tracing.js';
+import {
+  admit,
+  maxTokensFor,
+  newId,
+  parseBody,
+  requireEngine,
+  samplingOf,
+  sendError,
+  stopStrings,
+  unixSeconds,
+  watchDisconnect,
+} from './common.js';
+
+/** `<|endoftext|>` as well as harmony's answer/tool-call ends (generation_config.json's stop ids). */
+const COMPLETION_STOP_TOKENS = [HARMONY.return, HARMONY.call, HARMONY.endOfText];
+const FIRST_SPECIAL = HARMONY.startOfText;
+const DEFAULT_MAX_TOKENS = 16;
+
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+function promptsOf(tokenizer: Tokenizer, prompt: CompletionRequest['prompt']): number[][] {
+  if (typeof prompt === 'string') return [tokenizer.encodeWithSpecials(prompt)];
+  if (prompt.length > 0 && typeof prompt[0] === 'number') return [prompt as number[]];
+  return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encodeWithSpecials(p) : p));
+}
+
+class CompletionChoice {
+  text = '';
+  tokens = 0;
+  private readonly decoder = new TextDecoder();
+  private readonly stop: StopMatcher;
+  readonly logprobs: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  stoppedByString = false;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    stops: string[],
+    private readonly topLogprobs: number | undefined,
+  ) {
+    this.stop = new StopMatcher(stops);
+  }
+
+  push(events: TokenEvent[]): { text: string; logprobs?: CompletionLogprobs } {
+    let out = '';
+    const lp: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+    for (const event of events) {
+      if (this.stoppedByString) break;
+      this.tokens++;
+      if (event.token >= FIRST_SPECIAL) continue;
+      if (this.topLogprobs !== undefined) {
+        const piece = (t: number): string => new TextDecoder().decode(this.tokenizer.tokenBytes(t));
+        lp.tokens.push(piece(event.token));
+        lp.token_logprobs.push(event.logprob ?? 0);
+        lp.top_logprobs.push(
+          Object.fromEntries(
+            (event.topLogprobs ?? []).slice(0, this.topLogprobs).map((t) => [piece(t.token), t.logprob]),
+          ),
+        );
+        lp.text_offset.push(this.text.length + out.length);
+      }
+      const { text, stopped } = this.stop.push(
+        this.decoder.decode(this.tokenizer.tokenBytes(event.token), { stream: true }),
+      );
+      out += text;
+      if (stopped) this.stoppedByString = true;
+    }
+    this.text += out;
+    for (const key of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'] as const) {
+      (this.logprobs[key] as unknown[]).push(...lp[key]);
+    }
+    return { text: out, ...(this.topLogprobs !== undefined ? { logprobs: lp } : {}) };
+  }
+
+  finish(reason: FinishReason): { text: string; reason: 'stop' | 'length' | 'error' } {
+    let text = '';
+    if (!this.stoppedByString) {
+      text = this.stop.push(this.decoder.decode()).text + this.stop.flush();
+      this.text += text;
+    }
+    const finish = this.stoppedByString
+      ? 'stop'
+      : reason === 'length'
+        ? 'length'
+        : reason === 'error'
+          ? 'error'
+          : 'stop';
+    return { text, reason: finish };
+  }
+}
+
+export async function completions(ctx: WorkerContext, req: Request, res: Response): Promise<void> {
+  const arrival = performance.now();
+  const body = parseBody(completionRequestSchema, req.body);
+  const engine = requireEngine(ctx, body.model);
+  const sampling = samplingOf(body);
+  if (body.echo) throw invalidRequest('echo is not supported', 'echo', 'unsupported_parameter');
+  if (body.suffix) throw invalidRequest('suffix is not supported', 'suffix', 'unsupported_parameter');
+  if (body.best_of && body.best_of !== (body.n ?? 1)) {
+    throw invalidRequest('best_of other than n is not supported', 'best_of', 'unsupported_parameter');
+  }
+  const prompts = promptsOf(ctx.tokenizer, body.prompt);
+  prompts.forEach((p, i) => {
+    if (p.length === 0) throw invalidRequest('prompt is empty', prompts.length > 1 ? `prompt[${i}]` : 'prompt');
+    const bad = p.find((t) => !ctx.tokenizer.isValid(t) || t >= engine.info.vocabSize);
+    if (bad !== undefined) throw invalidRequest(`token id ${bad} is outside the vocabulary`, 'prompt');
+  });
+  const maxTokens = prompts.map((p) =>
+    maxTokensFor(
+      engine,
+      p.length,
+      body.max_tokens ?? Math.min(DEFAULT_MAX_TOKENS, engine.options.maxContext - p.length),
+      'prompt',
+      'max_tokens',
+    ),
+  );
+  const n = body.n ?? 1;
+  admit(ctx, n * prompts.length);
+
+  const stops = stopStrings(body.stop);
+  const topLogprobs = body.logprobs ?? undefined;
+  const id = newId('cmpl-');
+  const created = unixSeconds();
+  const model = ctx.config.servedModelName;
+  const stream = body.stream === true;
+  const includeUsage = stream && body.stream_options?.include_usage === true;
+  const slots = prompts.flatMap((prompt, p) => Array.from({ length: n }, (_, k) => ({ prompt, p, k })));
+  const choices = slots.map(() => new CompletionChoice(ctx.tokenizer, stops, topLogprobs));
+  const finishReasons: string[] = new Array(slots.length).fill('stop');
+  const errors: string[] = [];
+  const leave = ctx.state.enter();
+  const trace = new RequestTrace(ctx.tracing.tracer, 'completions', req.header('traceparent'), {
+    'gen_ai.request.model': model,
+    n: slots.length,
+  });
+  const chunk = (index: number, text: string, finish: string | null, logprobs?: CompletionLogprobs): unknown => ({
+    id,
+    object: 'text_completion',
+    created,
+    model,
+    choices: [{ index, text, logprobs: logprobs ?? null, finish_reason: finish }],
+    ...(includeUsage ? { usage: null } : {}),
+  });
+
+  const run = new SequenceRun(
+    engine,
+    ctx.admission!,
+    ctx.metrics,
+    trace,
+    arrival,
+    slots.map(({ prompt, p, k }, index) => {
+      const choice = choices[index]!;
+      const request: GenerationRequest = {
+        prompt,
+        maxTokens: maxTokens[p]!,
+        ...sampling,
+        ...(sampling.seed !== undefined ? { seed: sampling.seed + k } : {}),
+        stopTokenIds: COMPLETION_STOP_TOKENS,
+        ...(topLogprobs !== undefined ? { logprobs: Math.max(1, topLogprobs) } : {}),
+      };
+      return {
+        request,
+        handlers: {
+          onTokens(events) {
+            const out = choice.push(events);
+            if (stream && (out.text || out.logprobs?.tokens.length))
+              sendEvent(res, chunk(index, out.text, null, out.logprobs));
+            if (choice.stoppedByString) run.stop(index);
+          },
+          onFinish(reason: FinishReason, message?: string) {
+            const out = choice.finish(reason);
+            finishReasons[index] = out.reason;
+            if (reason === 'error') errors.push(message ?? 'engine error');
+            if (stream && reason !== 'cancelled') {
+              if (reason === 'error') {
+                sendEvent(res, {
+                  error: { message: message ?? 'engine error', type: 'server_error', param: null, code: null },
+                });
+              } else {
+                sendEvent(res, chunk(index, out.text, out.reason));
+              }
+            }
+          },
+        },
+      };
+    }),
+  );
+  const watch = watchDisconnect(req, res, () => run.cancelAll());
+  if (stream) startEventStream(res);
+  run.start();
+  try {
+    await run.done;
+  } finally {
+    watch.finished();
+    leave();
+  }
+  const promptTokens = prompts.reduce((sum, p) => sum + p.length, 0);
+  const completionTokens = choices.reduce((sum, c) => sum + c.tokens, 0);
+  const usage = {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
+  };
+  trace.end({ 'gen_ai.usage.prompt_tokens': promptTokens, 'gen_ai.usage.completion_tokens': completionTokens });
+  if (res.destroyed) return;
+  if (stream) {
+    if (includeUsage) sendEvent(res, { id, object: 'text_completion', created, model, choices: [], usage });
+    endEventStream(res);
+    return;
+  }
+  if (errors.length === slots.length) {
+    // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
+    const err = run.capacityRejection
+      ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
+      : internalError(errors[0]!);
+    sendError(res, err);
+    return;
+  }
+  res.json({
+    id,
+    object: 'text_completion',
+    created,
+    model,
+    choices: choices.map((c, index) => ({
+      index,
+      text: c.text,
+      logprobs: topLogprobs !== undefined ? c.logprobs : null,
+      finish_reason: finishReasons[index],
+    })),
+    usage,
+  });
+}

@@ -1,0 +1,152 @@
+// One HTTP request's engine sequences (n choices × prompts): admission, submission, per-sequence timing (queue,
+// prefill, decode → metrics and trace spans), and cancellation when the client goes away or a stop string is hit.
+import { Admission, AdmissionClosedError, type Slot } from './admission.js';
+import {
+  EngineCapacityError,
+  type Engine,
+  type FinishReason,
+  type GenerationRequest,
+  type TokenEvent,
+} from './engine/types.js';
+import type { FinishedReason, WorkerMetrics } from './metrics.js';
+import type { RequestTrace } from './tracing.js';
+
+export interface SequenceHandlers {
+  /** Generated tokens of one engine step (never empty). */
+  onTokens(events: TokenEvent[]): void;
+  /** Called once, after the last tokens; `reason` is the engine's, or 'stop' when `stop()` ended it. */
+  onFinish(reason: FinishReason, message?: string): void;
+}
+
+interface SequenceState {
+  request: GenerationRequest;
+  handlers: SequenceHandlers;
+  slot?: Slot;
+  engineId?: number;
+  submitted?: number;
+  firstToken?: number;
+  lastBatch?: number;
+  generated: number;
+  cachedPromptTokens: number;
+  finished: boolean;
+}
+
+const toMetricReason = (reason: FinishReason): FinishedReason => (reason === 'cancelled' ? 'abort' : reason);
+
+export class SequenceRun {
+  private readonly sequences: SequenceState[];
+  private readonly abort = new AbortController();
+  private remaining: number;
+  /** Set when the engine refused a sequence as one that can never fit (context, KV pool). */
+  capacityRejection?: string;
+  private resolveDone!: () => void;
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly admission: Admission,
+    private readonly metrics: WorkerMetrics,
+    private readonly trace: RequestTrace,
+    /** performance.now() when the HTTP request arrived. */
+    private readonly arrival: number,
+    requests: { request: GenerationRequest; handlers: SequenceHandlers }[],
+  ) {
+    this.sequences = requests.map((r) => ({ ...r, generated: 0, cachedPromptTokens: 0, finished: false }));
+    this.remaining = this.sequences.length;
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+  }
+
+  get cachedPromptTokens(): number {
+    return this.sequences.reduce((sum, s) => sum + s.cachedPromptTokens, 0);
+  }
+
+  /** Queues every sequence; each is submitted to the engine as soon as it gets a slot. */
+  start(): void {
+    this.sequences.forEach((seq) => {
+      this.admission.acquire(this.abort.signal).then(
+        (slot) => this.submit(seq, slot),
+        (err: unknown) => this.finish(seq, 'cancelled', err instanceof AdmissionClosedError ? undefined : String(err)),
+      );
+    });
+  }
+
+  /** Ends one sequence early (a stop string matched): cancels it in the engine and frees its slot. */
+  stop(index: number): void {
+    const seq = this.sequences[index];
+    if (!seq || seq.finished) return;
+    // Finish first: the engine may report the cancellation synchronously, and that must not override 'stop'.
+    this.finish(seq, 'stop');
+    if (seq.engineId !== undefined) this.engine.cancel(seq.engineId);
+  }
+
+  /** The client went away: leave the queue, cancel everything in the engine (its KV blocks are freed). */
+  cancelAll(): void {
+    this.abort.abort();
+    for (const seq of this.sequences) {
+      if (seq.finished) continue;
+      this.finish(seq, 'cancelled');
+      if (seq.engineId !== undefined) this.engine.cancel(seq.engineId);
+    }
+  }
+
+  private submit(seq: SequenceState, slot: Slot): void {
+    seq.slot = slot;
+    if (seq.finished || this.abort.signal.aborted) {
+      slot.release();
+      return;
+    }
+    seq.submitted = performance.now();
+    try {
+      seq.engineId = this.engine.submit(seq.request, (events) => this.onEvents(seq, events));
+    } catch (err) {
+      if (err instanceof EngineCapacityError) this.capacityRejection = err.message;
+      this.finish(seq, 'error', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private onEvents(seq: SequenceState, events: TokenEvent[]): void {
+    if (seq.finished) return;
+    const now = performance.now();
+    const tokens = events.filter((e) => e.token >= 0);
+    if (tokens.length > 0) {
+      if (seq.firstToken === undefined) {
+        seq.firstToken = now;
+        seq.cachedPromptTokens = tokens[0]!.cachedPromptTokens ?? 0;
+        this.metrics.observeFirstToken((now - this.arrival) / 1000);
+      } else if (seq.lastBatch !== undefined) {
+        this.metrics.observeInterToken((now - seq.lastBatch) / 1000);
+      }
+      seq.lastBatch = now;
+      seq.generated += tokens.length;
+      seq.handlers.onTokens(tokens);
+    }
+    // The handler may have stopped the sequence (stop string) while reading these tokens.
+    const last = events[events.length - 1];
+    if (!seq.finished && last?.finishReason) this.finish(seq, last.finishReason, last.message);
+  }
+
+  private finish(seq: SequenceState, reason: FinishReason, message?: string): void {
+    if (seq.finished) return;
+    seq.finished = true;
+    seq.slot?.release();
+    const now = performance.now();
+    this.metrics.observeSequence({
+      arrival: this.arrival / 1000,
+      submitted: seq.submitted !== undefined ? seq.submitted / 1000 : undefined,
+      firstToken: seq.firstToken !== undefined ? seq.firstToken / 1000 : undefined,
+      finished: now / 1000,
+      promptTokens: seq.request.prompt.length,
+      generatedTokens: seq.generated,
+      reason: toMetricReason(reason),
+    });
+    if (seq.submitted !== undefined) {
+      this.trace.phase('queue', this.arrival, seq.submitted);
+      if (seq.firstToken !== undefined) {
+        this.trace.phase('prefill', seq.submitted, seq.firstToken, { prompt_tokens: seq.request.prompt.length });
+        this.trace.phase('decode', seq.firstToken, now, { generated_tokens: seq.generated });
+      }
+    }
+    seq.handlers.onFinish(reason, message);
+    if (--this.remaining === 0) this.resolveDone();
+  }
+}
