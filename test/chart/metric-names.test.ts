@@ -48,7 +48,11 @@ async function declared(): Promise<Map<string, string>> {
 /** Pending names from monitoring/README.md: "- `name` (type): ...". */
 function pending(): Map<string, string> {
   const text = fs.readFileSync(path.join(repoRoot, 'monitoring/README.md'), 'utf8');
-  const section = text.split('### Pending metric names')[1] ?? '';
+  // The heading must stay: without it a renamed section would silently hide pending names from the first test.
+  const parts = text.split('### Pending metric names');
+  if (parts.length !== 2)
+    throw new Error('monitoring/README.md must have exactly one "### Pending metric names" section');
+  const section = (parts[1] ?? '').split(/^##/m)[0] ?? '';
   const out = new Map<string, string>();
   for (const m of section.matchAll(/^- `([a-zA-Z_:][a-zA-Z0-9_:]*)` \((gauge|counter|histogram|summary)\)/gm)) {
     out.set(m[1] as string, m[2] as string);
@@ -100,7 +104,6 @@ test('every metric used by the rules, alerts and dashboards is declared, recorde
 test('pending names are not declared yet (else move them out of the pending list)', async () => {
   const known = await declared();
   const waiting = pending();
-  expect(waiting.size).toBeGreaterThan(0);
   const nowDeclared = [...waiting.keys()].filter((n) => known.has(n) || known.has(`${n}_bucket`));
   expect(nowDeclared).toEqual([]);
 });

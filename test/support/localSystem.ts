@@ -105,6 +105,8 @@ export async function startLocalSystem(opts: LocalSystemOptions = {}): Promise<L
         '--host=127.0.0.1',
         '--auth=false',
         `--redis-url=${redis.url}`,
+        // A cold start on a loaded 2-core machine (pod start, tsx, model load) can take tens of seconds.
+        '--queue-timeout-seconds=180',
       ],
       { dir: cp.dir, env: cp.env, cwd: repoRoot },
     ).start();

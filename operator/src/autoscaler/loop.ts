@@ -4,6 +4,7 @@
 // (unless mode is Shadow), and record an Event, a status.scalingHistory entry, status.signals and the SLOMet and
 // ScalingLimited conditions (server-side apply under its own field manager, so the reconciler's status is untouched).
 // Redis down: the decision holds the count (no scale down while blind), state is not overwritten, and it is logged.
+import * as metrics from '../telemetry/metrics.js';
 import type { V1Pod } from '@kubernetes/client-node';
 import { Redis } from 'ioredis';
 import { API_VERSION, CONTROLLER_NAME, KIND, key as mdepKey, type ModelDeployment } from '../api/modelDeployment.js';
@@ -288,6 +289,13 @@ export class Autoscaler {
     const state = stored?.policy ?? initialState(nowMs, current, counts.ready.length);
     const d = decide(input, state, nowMs);
     this.decisions.set(k, (this.decisions.get(k) ?? 0) + 1);
+    metrics.autoscalerDecisions.inc({
+      namespace: mdep.metadata.namespace ?? '',
+      modeldeployment: mdep.metadata.name ?? '',
+      model_name: spec.model.name,
+      direction: d.desiredReplicas > current ? 'up' : d.desiredReplicas < current ? 'down' : 'none',
+      reason: d.reason,
+    });
 
     const active = spec.autoscaling.mode !== 'Shadow';
     const changed = d.desiredReplicas !== current;

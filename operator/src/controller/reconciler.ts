@@ -26,6 +26,7 @@ import * as metrics from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { plan, selectorString, type PlanConfig } from './plan.js';
 import { deletionCostChanges, VICTIM_COST } from './scaleDown.js';
+import { collectStateMetrics, StartupObserver } from './stateMetrics.js';
 import { computeStatus, newlyDegraded, statusChanged } from './status.js';
 import { WorkQueue } from './workqueue.js';
 
@@ -56,6 +57,7 @@ export class Controller {
   readonly queue: WorkQueue;
   readonly mdeps: Informer<ModelDeployment>;
   readonly pods: Informer<V1Pod>;
+  private readonly startups: StartupObserver;
   readonly owned: Record<Owned, Informer<KubernetesObject>>;
   private readonly events: EventRecorder;
   private workers: Promise<void>[] = [];
@@ -83,6 +85,7 @@ export class Controller {
     const managed = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
     this.mdeps = new Informer(client, resources.modelDeployments, informerOptions(resources.modelDeployments));
     this.pods = new Informer(client, resources.pods, informerOptions(resources.pods, managed));
+    this.startups = new StartupObserver(this.mdeps);
     this.owned = {
       configMap: new Informer(client, resources.configMaps, informerOptions(resources.configMaps, managed)),
       service: new Informer(client, resources.services, informerOptions(resources.services, managed)),
@@ -108,7 +111,9 @@ export class Controller {
         if (owner) this.queue.add(key(obj.metadata?.namespace ?? '', owner.name));
       });
     }
-    this.pods.on((_e, pod) => {
+    this.pods.on((e, pod) => {
+      if (e === 'delete') this.startups.forget(pod);
+      else this.startups.onPod(pod);
       const instance = pod.metadata?.labels?.[LABEL_INSTANCE];
       if (instance) this.queue.add(key(pod.metadata?.namespace ?? '', instance));
     });
@@ -123,10 +128,13 @@ export class Controller {
     for (const i of informers) i.start();
     await Promise.all(informers.map((i) => i.waitForSync()));
     this.log.info('caches synced', { modelDeployments: this.mdeps.list().length });
+    this.startups.markSynced(this.pods.list());
+    metrics.setStateCollector(() => collectStateMetrics(this.mdeps, this.pods));
     for (let i = 0; i < this.options.concurrency; i++) this.workers.push(this.work());
   }
 
   async stop(): Promise<void> {
+    metrics.setStateCollector(undefined);
     this.queue.shutDown();
     await Promise.all(this.allInformers().map((i) => i.stop()));
     await Promise.all(this.workers);

@@ -50,3 +50,47 @@ export const informerRelists = new Counter({
   labelNames: ['resource', 'reason'] as const,
   registers: [registry],
 });
+
+// ModelDeployment state, kube-state-metrics style: set from the leader's informer caches at each scrape (see
+// controller/stateMetrics.ts), so a deleted ModelDeployment's series disappear with it. The first gauge's collect
+// hook refreshes both gauges; a process that is not leading has no collector and exports no state series.
+let stateCollector: (() => void) | undefined;
+export function setStateCollector(fn: (() => void) | undefined): void {
+  stateCollector = fn;
+  if (!fn) {
+    modelDeploymentCondition.reset();
+    modelDeploymentReplicas.reset();
+  }
+}
+
+export const modelDeploymentCondition = new Gauge({
+  name: 'modelserve_operator_modeldeployment_condition',
+  help: 'One series per ModelDeployment condition and status (true, false, unknown); 1 for the current status.',
+  labelNames: ['namespace', 'modeldeployment', 'model_name', 'condition', 'status'] as const,
+  registers: [registry],
+  collect() {
+    stateCollector?.();
+  },
+});
+
+export const modelDeploymentReplicas = new Gauge({
+  name: 'modelserve_operator_modeldeployment_replicas',
+  help: 'Replicas of a ModelDeployment by state: desired (spec), ready, pending (pods not yet scheduled).',
+  labelNames: ['namespace', 'modeldeployment', 'model_name', 'state'] as const,
+  registers: [registry],
+});
+
+export const replicaStartupDuration = new Histogram({
+  name: 'modelserve_operator_replica_startup_duration_seconds',
+  help: "Time from a worker pod's creation to its first Ready (scheduling, image, weights load), once per pod.",
+  labelNames: ['namespace', 'modeldeployment', 'model_name'] as const,
+  buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800],
+  registers: [registry],
+});
+
+export const autoscalerDecisions = new Counter({
+  name: 'modelserve_autoscaler_decisions_total',
+  help: 'Autoscaler decisions per ModelDeployment, by direction (up, down, none) and reason.',
+  labelNames: ['namespace', 'modeldeployment', 'model_name', 'direction', 'reason'] as const,
+  registers: [registry],
+});
