@@ -77,9 +77,13 @@ async function main(): Promise<void> {
 
   const manifest = fs
     .readFileSync(path.join(repoRoot, 'examples/demo.yaml'), 'utf8')
-    .replace('CHECKPOINT_DIR', checkpoint);
+    .replaceAll('CHECKPOINT_DIR', checkpoint);
   const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest });
   log(`kubectl apply -f examples/demo.yaml: ${(applied.stdout || applied.stderr).trim()}`);
+  if (applied.code !== 0) {
+    await sys.stop();
+    process.exit(1);
+  }
   for (;;) {
     const line = await mdepLine(sys);
     log(`kubectl get mdep demo: ${line}`);
@@ -109,6 +113,7 @@ async function main(): Promise<void> {
   log(`usage: ${JSON.stringify(answer.usage)}`);
 
   log('one-minute burst of 16 concurrent clients; watch READY/DESIRED/QUEUE (scale up, then down):');
+  log('      NAME READY DESIRED QUEUE TTFT-P95(ms) SLO AGE');
   await burst(sys, 60);
   for (let i = 0; i < 6; i++) {
     log(`after the burst: ${await mdepLine(sys)}`);

@@ -5,6 +5,12 @@
 // stay empty).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+// Each network records its bridge, namespaces and owner pid here, so that one whose process was killed (a test run
+// stopped with SIGKILL) is cleaned up by the next one to start.
+const RECORDS = '/run/modelserve-podnet';
 
 export interface PodNetwork {
   readonly mode: 'netns' | 'loopback';
@@ -39,6 +45,7 @@ class NetnsNetwork implements PodNetwork {
   private next = new Map<number, number>();
 
   constructor() {
+    reapAbandoned();
     const routes = execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' });
     const candidates = Array.from({ length: 60 }, (_, i) => 190 + i).filter((o) => !routes.includes(`10.${o}.`));
     this.octet = candidates[Math.floor(Math.random() * candidates.length)] ?? 190;
@@ -46,6 +53,13 @@ class NetnsNetwork implements PodNetwork {
     ip('link', 'add', this.bridge, 'type', 'bridge');
     ip('addr', 'add', `10.${this.octet}.0.1/16`, 'dev', this.bridge);
     ip('link', 'set', this.bridge, 'up');
+    this.record();
+  }
+
+  private record(): void {
+    fs.mkdirSync(RECORDS, { recursive: true });
+    const data = { pid: process.pid, bridge: this.bridge, namespaces: [...this.pods.values()] };
+    fs.writeFileSync(path.join(RECORDS, `${this.bridge}.json`), JSON.stringify(data));
   }
 
   hostIP(nodeIndex: number): string {
@@ -67,6 +81,7 @@ class NetnsNetwork implements PodNetwork {
     ip('-n', ns, 'link', 'set', 'lo', 'up');
     ip('-n', ns, 'route', 'add', 'default', 'via', `10.${this.octet}.0.1`);
     this.pods.set(uid, ns);
+    this.record();
     return {
       podIP,
       wrap: (command: string, args: string[]): [string, string[]] => ['ip', ['netns', 'exec', ns, command, ...args]],
@@ -82,6 +97,7 @@ class NetnsNetwork implements PodNetwork {
     } catch {
       /* already gone */
     }
+    this.record();
   }
 
   close(): void {
@@ -91,6 +107,43 @@ class NetnsNetwork implements PodNetwork {
     } catch {
       /* already gone */
     }
+    fs.rmSync(path.join(RECORDS, `${this.bridge}.json`), { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Deletes the namespaces and bridges of networks whose owning process is gone. */
+function reapAbandoned(): void {
+  if (!fs.existsSync(RECORDS)) return;
+  for (const f of fs.readdirSync(RECORDS)) {
+    const file = path.join(RECORDS, f);
+    try {
+      const rec = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid: number; bridge: string; namespaces: string[] };
+      if (alive(rec.pid)) continue;
+      for (const ns of rec.namespaces) {
+        try {
+          ip('netns', 'del', ns);
+        } catch {
+          /* already gone */
+        }
+      }
+      try {
+        ip('link', 'del', rec.bridge);
+      } catch {
+        /* already gone */
+      }
+    } catch {
+      /* unreadable record: drop it */
+    }
+    fs.rmSync(file, { force: true });
   }
 }
 
