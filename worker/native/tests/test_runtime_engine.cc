@@ -300,10 +300,11 @@ TEST(RuntimeEngine, ShutdownCancelsWhatIsInFlight) {
     std::vector<uint64_t> ids;
     auto engine = std::make_unique<Engine>(exec, params(2048, 8, 32, 2), &Collector::on_events, &col);
     const auto prompt = prompt_of(8, 3);
-    for (int i = 0; i < 5; ++i) ids.push_back(engine->submit(request(prompt, 3000)));
-    while (col.n_tokens(ids[0]) < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    // Hold the engine inside a step, start the shutdown, then let the step finish: the loop sees the stop next.
+    // Hold the engine inside its first step (two requests running, three waiting), start the shutdown, then let the
+    // step finish: the loop sees the stop next. Pausing before submitting keeps any request from running to its
+    // max_tokens first, which a fast fake step could do on a loaded machine.
     exec.pause();
+    for (int i = 0; i < 5; ++i) ids.push_back(engine->submit(request(prompt, 3000)));
     exec.wait_in_forward();
     std::thread stopper([&] { engine.reset(); });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
