@@ -69,6 +69,11 @@ export class NodeAgent {
     return new Map([...this.runners.values()].map((r) => [this.usedIPs.get(r.uid ?? '') ?? '', r.key]));
   }
 
+  /** Pod IP → pids of its running containers. */
+  podPids(): Map<string, number[]> {
+    return new Map([...this.runners.values()].map((r) => [this.usedIPs.get(r.uid ?? '') ?? '', r.pids]));
+  }
+
   async start(): Promise<void> {
     await this.registrar.register();
     const names = new Set(this.nodes.map((n) => n.name));

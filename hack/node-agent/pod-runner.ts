@@ -52,6 +52,11 @@ export class PodRunner {
     return this.pod.metadata?.uid;
   }
 
+  /** Pids of the running containers (for failure tests that kill one). */
+  get pids(): number[] {
+    return this.containers.flatMap((c) => (c.child?.pid ? [c.child.pid] : []));
+  }
+
   async start(): Promise<void> {
     fs.mkdirSync(this.deps.podDir, { recursive: true });
     const mounts = await this.materializeVolumes();
