@@ -5,45 +5,25 @@ import path from 'node:path';
 
 import OpenAI from 'openai';
 
-import { startLocalSystem, tinyHarmonyCheckpoint, type LocalSystem } from '../support/localSystem.js';
+import { tinyModelDeployment, useLocalSystem } from '../support/localSystem.js';
 import { waitFor } from '../support/wait.js';
 
-let sys: LocalSystem;
-let checkpoint: string;
+const suite = useLocalSystem({ name: 'e2e-lifecycle', nodes: 2, gpusPerNode: 1 });
 
-beforeAll(async () => {
-  checkpoint = tinyHarmonyCheckpoint();
-  sys = await startLocalSystem({ name: 'e2e-lifecycle', nodes: 2, gpusPerNode: 1 });
-}, 240_000);
-
-afterAll(async () => {
-  await sys?.stop();
-});
-
-function manifest(name: string, replicas: number): string {
-  return `
-apiVersion: serving.modelserve.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: ${name}
-  namespace: default
-spec:
-  model:
-    name: ${name}
-    source: file://${checkpoint}
+const manifest = tinyModelDeployment(
+  'tiny',
+  `
   engine:
     maxContext: 1024
     maxSeqs: 8
-  resources:
-    gpus: 1
-  replicas: ${replicas}
+  replicas: 2
   drain:
-    maxSeconds: 10
-`;
-}
+    maxSeconds: 10`,
+);
 
 test('apply → Ready → serve through the gateway → delete → processes gone', async () => {
-  const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest('tiny', 2) });
+  const { sys } = suite;
+  const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest });
   expect(applied.stderr).toBe('');
   expect(applied.stdout).toContain('modeldeployment.serving.modelserve.dev/tiny created');
 

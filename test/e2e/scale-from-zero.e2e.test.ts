@@ -1,36 +1,17 @@
 // Scale from zero without errors: requests to a model with no replica wait in the gateway queue, the gateway wakes the
 // autoscaler through Redis, a worker pod starts on a node of the node agent, and every request is answered. Idle, the
 // model scales back to zero.
-import { startLocalSystem, tinyHarmonyCheckpoint, type LocalSystem } from '../support/localSystem.js';
+import { tinyModelDeployment, useLocalSystem } from '../support/localSystem.js';
 import { waitFor } from '../support/wait.js';
 
-let sys: LocalSystem;
-let checkpoint: string;
+const suite = useLocalSystem({ name: 'e2e-scale-from-zero', nodes: 2, gpusPerNode: 1 });
 
-beforeAll(async () => {
-  checkpoint = tinyHarmonyCheckpoint();
-  sys = await startLocalSystem({ name: 'e2e-scale-from-zero', nodes: 2, gpusPerNode: 1 });
-}, 240_000);
-
-afterAll(async () => {
-  await sys?.stop();
-});
-
-const manifest = (source: string) => `
-apiVersion: serving.modelserve.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: zero
-  namespace: default
-spec:
-  model:
-    name: zero
-    source: file://${source}
+const manifest = tinyModelDeployment(
+  'zero',
+  `
   engine:
     maxContext: 512
     maxSeqs: 32
-  resources:
-    gpus: 1
   replicas: 0
   autoscaling:
     enabled: true
@@ -40,15 +21,16 @@ spec:
     scaleDownStabilizationSeconds: 5
     scaleToZeroAfterSeconds: 20
   drain:
-    maxSeconds: 10
-`;
+    maxSeconds: 10`,
+);
 
 async function jsonpath(path: string): Promise<string> {
-  return (await sys.cp.kubectl(['get', 'mdep', 'zero', '-o', `jsonpath=${path}`])).stdout;
+  return (await suite.sys.cp.kubectl(['get', 'mdep', 'zero', '-o', `jsonpath=${path}`])).stdout;
 }
 
 test('200 concurrent requests to a zero-replica model all succeed once it scales up, then it scales to zero', async () => {
-  const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest(checkpoint) });
+  const { sys } = suite;
+  const applied = await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest });
   expect(applied.code).toBe(0);
   await waitFor(async () => (await jsonpath('{.status.observedGeneration}')) === '1', {
     timeoutMs: 60_000,

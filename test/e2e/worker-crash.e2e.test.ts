@@ -2,40 +2,21 @@
 // requests succeed on the other replica, and the pod's container is restarted and serves again.
 import OpenAI from 'openai';
 
-import { startLocalSystem, tinyHarmonyCheckpoint, type LocalSystem } from '../support/localSystem.js';
+import { tinyModelDeployment, useLocalSystem } from '../support/localSystem.js';
 import { waitFor } from '../support/wait.js';
 
-let sys: LocalSystem;
-let checkpoint: string;
+const suite = useLocalSystem({ name: 'e2e-worker-crash', nodes: 2, gpusPerNode: 1 });
 
-beforeAll(async () => {
-  checkpoint = tinyHarmonyCheckpoint();
-  sys = await startLocalSystem({ name: 'e2e-worker-crash', nodes: 2, gpusPerNode: 1 });
-}, 240_000);
-
-afterAll(async () => {
-  await sys?.stop();
-});
-
-const manifest = (source: string) => `
-apiVersion: serving.modelserve.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: crash
-  namespace: default
-spec:
-  model:
-    name: crash
-    source: file://${source}
+const manifest = tinyModelDeployment(
+  'crash',
+  `
   engine:
     maxContext: 4096
     maxSeqs: 8
-  resources:
-    gpus: 1
   replicas: 2
   drain:
-    maxSeconds: 10
-`;
+    maxSeconds: 10`,
+);
 
 async function running(ip: string): Promise<number> {
   const text = await (await fetch(`http://${ip}:8000/metrics`)).text();
@@ -44,7 +25,8 @@ async function running(ip: string): Promise<number> {
 }
 
 test('a worker killed mid-stream ends that stream with an error; others serve; the pod comes back', async () => {
-  expect((await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest(checkpoint) })).code).toBe(0);
+  const { sys } = suite;
+  expect((await sys.cp.kubectl(['apply', '-f', '-'], { input: manifest })).code).toBe(0);
   await waitFor(
     async () =>
       (await sys.cp.kubectl(['get', 'mdep', 'crash', '-o', 'jsonpath={.status.readyReplicas}'])).stdout === '2',

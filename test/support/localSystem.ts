@@ -146,3 +146,43 @@ export function tinyHarmonyCheckpoint(seed = 1): string {
   }
   return dir;
 }
+
+/**
+ * A ModelDeployment of the tiny-harmony checkpoint named `name` (also its model id) in `default`, with `spec` the
+ * rest of its spec as YAML lines indented by two spaces (engine, replicas, autoscaling, drain, ...).
+ */
+export function tinyModelDeployment(name: string, spec: string): string {
+  return [
+    'apiVersion: serving.modelserve.dev/v1alpha1',
+    'kind: ModelDeployment',
+    'metadata:',
+    `  name: ${name}`,
+    '  namespace: default',
+    'spec:',
+    '  model:',
+    `    name: ${name}`,
+    `    source: file://${tinyHarmonyCheckpoint()}`,
+    '  resources:',
+    '    gpus: 1',
+    spec.replace(/^\n+|\s+$/g, ''),
+    '',
+  ].join('\n');
+}
+
+/** Starts the local system before a suite's tests and stops it after them, even when they fail. */
+export function useLocalSystem(opts: LocalSystemOptions): { readonly sys: LocalSystem } {
+  const holder: { sys?: LocalSystem } = {};
+  beforeAll(async () => {
+    tinyHarmonyCheckpoint();
+    holder.sys = await startLocalSystem(opts);
+  }, 240_000);
+  afterAll(async () => {
+    await holder.sys?.stop();
+  });
+  return {
+    get sys(): LocalSystem {
+      if (!holder.sys) throw new Error('the local system did not start (see beforeAll)');
+      return holder.sys;
+    },
+  };
+}
