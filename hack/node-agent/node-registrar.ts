@@ -87,7 +87,20 @@ export class NodeRegistrar {
     }
   }
 
+  /** Read-modify-write of the node status; the node lifecycle controller writes the same object (taints), so a
+   * conflict is normal and retried with a fresh read. */
   private async updateStatus(n: LocalNode): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.writeStatus(n);
+      } catch (err) {
+        if ((err as { code?: number }).code !== 409 || attempt >= 10) throw err;
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
+  }
+
+  private async writeStatus(n: LocalNode): Promise<void> {
     const node = await this.core.readNode({ name: n.name });
     const now = new Date();
     const since = node.metadata?.creationTimestamp ?? now;
