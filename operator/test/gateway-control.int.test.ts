@@ -218,7 +218,19 @@ test('a rotated key applies without restart; audit lines carry key ids and never
   );
   const n = g2.audits().length;
   expect((await chat(g2, KEYS.aliceRotated)).status).toBe(503);
-  const [audit] = await g2.auditsAfter(n, 1);
+  // The audit lines of the 401s above may still be on their way to the log: find this request's own line.
+  const audit = await waitFor(
+    () =>
+      g2
+        .audits()
+        .slice(n)
+        .find((a) => a.status === 503),
+    {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      description: 'the audit line of the rotated-key request',
+    },
+  );
   expect(audit).toMatchObject({ key_id: 'gw/alice', model: 'tiny-idle', status: 503 });
   expect(audit?.prompt).toBeUndefined();
   for (const gw of [g1, g2]) {
