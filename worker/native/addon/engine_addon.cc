@@ -254,6 +254,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         req.top_k = static_cast<int>(checked_int(env, number(env, r, "topK", 0), "topK", 0, kIntMax));
         req.min_p = static_cast<float>(number(env, r, "minP", 0));
         req.logprobs = static_cast<int>(checked_int(env, number(env, r, "logprobs", 0), "logprobs", 0, MS_MAX_LOGPROBS));
+        req.frequency_penalty = static_cast<float>(number(env, r, "frequencyPenalty", 0));
+        req.presence_penalty = static_cast<float>(number(env, r, "presencePenalty", 0));
+        req.repetition_penalty = static_cast<float>(number(env, r, "repetitionPenalty", 1));
         Napi::Value seed = r.Get("seed");
         if (!seed.IsUndefined() && !seed.IsNull()) {
             if (!seed.IsNumber()) throw status_error(env, MS_ERR_INVALID_ARGUMENT, "seed must be a number");

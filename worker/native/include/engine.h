@@ -49,7 +49,7 @@ typedef void (*ms_progress_fn)(void *user, uint64_t done_bytes, uint64_t total_b
 
 typedef struct ms_model_params {
     const char *path;        /* a Hugging Face checkpoint directory: config.json + *.safetensors (+ index) */
-    const char *backend;     /* "cpu", "cuda" or "auto" (NULL = "auto": CUDA when built and a device exists) */
+    const char *backend;     /* "cpu", "cuda" or "auto" (NULL = "auto": MODELSERVE_DEVICE=cpu|cuda, else "cpu") */
     int n_threads;           /* CPU worker threads; 0 = the number of online cores */
     ms_progress_fn progress; /* optional */
     void *progress_user;
@@ -83,6 +83,17 @@ ms_status ms_model_get_info(const ms_model *model, ms_model_info *out);
  * contiguous KV cache and writes the logits of every position to logits[n * vocab_size]. Not for serving. */
 ms_status ms_model_eval(ms_model *model, const int32_t *tokens, int n_tokens, float *logits);
 
+/* The tokenizer and chat template a model file carries (GGUF models; MS_ERR_UNSUPPORTED for a checkpoint without
+ * one). ms_model_tokenize writes min(n, cap) ids to out and the full count n to *n_out (call again with a bigger
+ * buffer when n > cap); parse_special = 1 matches control tokens such as <|im_start|> in the text.
+ * ms_model_token_bytes does the same for the bytes of one token (special = 1: control tokens give their text). */
+ms_status ms_model_tokenize(const ms_model *model, const char *text, size_t len, int parse_special, int32_t *out,
+                            int cap, int *n_out);
+ms_status ms_model_token_bytes(const ms_model *model, int32_t token, int special, char *out, size_t cap,
+                               size_t *n_out);
+/* The chat template from the file's metadata ("" when it has none); valid while the model lives. */
+ms_status ms_model_chat_template(const ms_model *model, const char **out);
+
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Engine                                                                                                       */
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -113,6 +124,14 @@ typedef struct ms_request {
     const int32_t *stop_token_ids; /* generation ends after emitting one of these (it is reported) */
     int n_stop_token_ids;
     int logprobs; /* 0 = none; N > 0: the sampled token's logprob and the top-N alternatives (N <= 20) */
+    /* Penalties on tokens already seen (applied before greedy/temperature; logprobs stay those of the raw logits).
+     * frequency/presence (OpenAI, generated tokens only, each in [-2, 2], 0 = off):
+     *   logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty.
+     * repetition_penalty (vLLM, prompt and generated tokens, > 0; 1 = off, and 0 also means off so that a
+     * zero-initialised request has no penalty): a seen token's logit is divided by it if positive, else multiplied. */
+    float frequency_penalty;
+    float presence_penalty;
+    float repetition_penalty;
 } ms_request;
 
 typedef enum ms_finish_reason {

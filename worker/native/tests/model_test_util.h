@@ -32,12 +32,16 @@ struct TempDir {
     std::string sub(const std::string &name) const { return path + "/" + name; }
 };
 
-inline std::unique_ptr<ms::Model> load_model(const std::string &dir, int threads = 2) {
+// fp32 activations unless asked: the model tests compare against fp32 references at fp32 tolerances; the bf16
+// activation path has its own tests with the tolerance its rounding needs (test_model_reference.cc).
+inline std::unique_ptr<ms::Model> load_model(const std::string &dir, int threads = 2, bool bf16_activations = false) {
     ms_model_params p;
     ms_model_params_default(&p);
     p.path = dir.c_str();
     p.n_threads = threads;
-    return ms::Model::load(p);
+    auto m = ms::Model::load(p);
+    m->set_bf16_activations(bf16_activations);
+    return m;
 }
 
 // Naive reference: all-position logits of `tokens` from position 0.

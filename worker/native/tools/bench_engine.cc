@@ -2,6 +2,9 @@
 // this machine's memory bandwidth in the same run. Prints decode tokens/s at batch 1, 8 and 32 and prefill tokens/s
 // on a generated mid-size gpt-oss checkpoint, each with its bandwidth floor (weight bytes a step must read ÷
 // measured read bandwidth), and the runtime's own time per step (step wall time minus the model's forward time).
+// Where the CPU has AVX512-BF16 (and MS_SIMD does not cap the SIMD level below AVX-512) it measures the model twice
+// in the same run: fp32 activations (the default AVX-512 FMA kernels) and bf16 activations (the opt-in vdpbf16ps
+// kernels, cpu/matmul_bf16dot.h).
 //   bench_engine [--preset mid] [--threads N] [--decode-steps 24] [--out FILE.md] [--keep DIR]
 #include <unistd.h>
 
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu/matmul_bf16dot.h"
 #include "cpu/simd.h"
 #include "model/model.h"
 #include "model/synthetic_checkpoint.h"
@@ -208,87 +212,104 @@ int main(int argc, char **argv) {
         ms::ModelExecutor real(*model);
         TimedExecutor exec(real);
         StepLog log;
-        ms_engine_params ep;
-        ms_engine_params_default(&ep);
-        ep.max_context = 1024;
-        ep.max_seqs = 32;
-        ep.max_batched_tokens = 2048;
-        ep.kv_block_size = 16;
-        ep.kv_memory_bytes = 512ull << 20;
-        ep.kv_dtype_bf16 = 1;
-        ep.enable_prefix_caching = 0;  // every run computes its prompts
-        ms::Engine engine(exec, ep, &StepLog::on, &log);
-
-        std::vector<Row> rows;
         int salt = 0;
-        for (int batch : {1, 8, 32}) {
-            // All prompts are admitted in the first step (prefill); every later step decodes `batch` tokens.
-            log.reset();
-            {
-                std::lock_guard<std::mutex> lk(exec.mu);
-                exec.forward_s.clear();
-            }
-            const int prompt_len = 32, warm = 2;
-            for (int b = 0; b < batch; ++b) {
-                const auto p = prompt_of(prompt_len, ++salt, c.vocab_size);
-                ms_request r{};
-                r.prompt = p.data();
-                r.n_prompt = prompt_len;
-                r.max_tokens = 1 + warm + decode_steps;
-                r.top_p = 1.f;
-                engine.submit(r);
-            }
-            log.wait(batch);
-            std::lock_guard<std::mutex> lk(log.mu);
-            std::lock_guard<std::mutex> lk2(exec.mu);
-            // Steps 1 + warm .. end are pure decode steps of `batch` tokens.
-            const size_t first = 1 + warm, last = log.times.size() - 1;
-            if (log.times.size() != exec.forward_s.size() || last <= first)
-                throw ms::Error(MS_ERR_INTERNAL, "unexpected step structure in the decode run");
-            int toks = 0;
-            double fwd = 0;
-            for (size_t s = first + 1; s <= last; ++s) {
-                toks += log.tokens[s];
-                fwd += exec.forward_s[s];
-            }
-            const double wall = seconds(log.times[first], log.times[last]);
-            const int steps = static_cast<int>(last - first);
-            rows.push_back({"decode", batch, toks / wall, 1e3 * wall / steps, 1e3 * fwd / steps,
-                            batch / (floor_bytes(batch) / bw)});
-        }
-        {
-            // Prefill: 4 prompts of 256 tokens in one step of 1024 tokens, best of 3.
-            double best_tok_s = 0, best_step = 0, best_fwd = 0;
-            for (int rep = 0; rep < 3; ++rep) {
+        // One full set of runs (decode at batch 1 / 8 / 32, prefill) with the model's current activation type.
+        auto measure = [&]() {
+            ms_engine_params ep;
+            ms_engine_params_default(&ep);
+            ep.max_context = 1024;
+            ep.max_seqs = 32;
+            ep.max_batched_tokens = 2048;
+            ep.kv_block_size = 16;
+            ep.kv_memory_bytes = 512ull << 20;
+            ep.kv_dtype_bf16 = 1;
+            ep.enable_prefix_caching = 0;  // every run computes its prompts
+            ms::Engine engine(exec, ep, &StepLog::on, &log);
+
+            std::vector<Row> rows;
+            for (int batch : {1, 8, 32}) {
+                // All prompts are admitted in the first step (prefill); every later step decodes `batch` tokens.
                 log.reset();
                 {
                     std::lock_guard<std::mutex> lk(exec.mu);
                     exec.forward_s.clear();
                 }
-                const auto t0 = Clock::now();
-                for (int b = 0; b < 4; ++b) {
-                    const auto p = prompt_of(256, ++salt, c.vocab_size);
+                const int prompt_len = 32, warm = 2;
+                for (int b = 0; b < batch; ++b) {
+                    const auto p = prompt_of(prompt_len, ++salt, c.vocab_size);
                     ms_request r{};
                     r.prompt = p.data();
-                    r.n_prompt = 256;
-                    r.max_tokens = 1;
+                    r.n_prompt = prompt_len;
+                    r.max_tokens = 1 + warm + decode_steps;
                     r.top_p = 1.f;
                     engine.submit(r);
                 }
-                log.wait(4);
-                const double wall = seconds(t0, Clock::now());
-                std::lock_guard<std::mutex> lk(exec.mu);
+                log.wait(batch);
+                std::lock_guard<std::mutex> lk(log.mu);
+                std::lock_guard<std::mutex> lk2(exec.mu);
+                // Steps 1 + warm .. end are pure decode steps of `batch` tokens.
+                const size_t first = 1 + warm, last = log.times.size() - 1;
+                if (log.times.size() != exec.forward_s.size() || last <= first)
+                    throw ms::Error(MS_ERR_INTERNAL, "unexpected step structure in the decode run");
+                int toks = 0;
                 double fwd = 0;
-                for (double f : exec.forward_s) fwd += f;
-                if (1024 / wall > best_tok_s) {
-                    best_tok_s = 1024 / wall;
-                    best_step = 1e3 * wall / exec.forward_s.size();
-                    best_fwd = 1e3 * fwd / exec.forward_s.size();
+                for (size_t s = first + 1; s <= last; ++s) {
+                    toks += log.tokens[s];
+                    fwd += exec.forward_s[s];
                 }
+                const double wall = seconds(log.times[first], log.times[last]);
+                const int steps = static_cast<int>(last - first);
+                rows.push_back({"decode", batch, toks / wall, 1e3 * wall / steps, 1e3 * fwd / steps,
+                                batch / (floor_bytes(batch) / bw)});
             }
-            // A prefill step reads every weight once (all experts, for 1024 tokens) at the least.
-            const double all_bytes = dense + unembed + c.num_hidden_layers * E * expert;
-            rows.push_back({"prefill", 4, best_tok_s, best_step, best_fwd, 1024 / (all_bytes / bw)});
+            {
+                // Prefill: 4 prompts of 256 tokens in one step of 1024 tokens, best of 3.
+                double best_tok_s = 0, best_step = 0, best_fwd = 0;
+                for (int rep = 0; rep < 3; ++rep) {
+                    log.reset();
+                    {
+                        std::lock_guard<std::mutex> lk(exec.mu);
+                        exec.forward_s.clear();
+                    }
+                    const auto t0 = Clock::now();
+                    for (int b = 0; b < 4; ++b) {
+                        const auto p = prompt_of(256, ++salt, c.vocab_size);
+                        ms_request r{};
+                        r.prompt = p.data();
+                        r.n_prompt = 256;
+                        r.max_tokens = 1;
+                        r.top_p = 1.f;
+                        engine.submit(r);
+                    }
+                    log.wait(4);
+                    const double wall = seconds(t0, Clock::now());
+                    std::lock_guard<std::mutex> lk(exec.mu);
+                    double fwd = 0;
+                    for (double f : exec.forward_s) fwd += f;
+                    if (1024 / wall > best_tok_s) {
+                        best_tok_s = 1024 / wall;
+                        best_step = 1e3 * wall / exec.forward_s.size();
+                        best_fwd = 1e3 * fwd / exec.forward_s.size();
+                    }
+                }
+                // A prefill step reads every weight once (all experts, for 1024 tokens) at the least.
+                const double all_bytes = dense + unembed + c.num_hidden_layers * E * expert;
+                rows.push_back({"prefill", 4, best_tok_s, best_step, best_fwd, 1024 / (all_bytes / bw)});
+            }
+            return rows;
+        };
+        struct Run {
+            std::string name;
+            std::vector<Row> rows;
+        };
+        std::vector<Run> runs;
+        const bool bf16 = ms::bf16_dot_supported() && model->simd() == ms::Simd::Avx512;
+        model->set_bf16_activations(false);
+        std::printf("\nfp32 activations (AVX-512 FMA kernels)...\n");
+        runs.push_back({"fp32 activations", measure()});
+        if (bf16 && model->set_bf16_activations(true)) {
+            std::printf("\nbf16 activations (vdpbf16ps kernels)...\n");
+            runs.push_back({"bf16 activations (vdpbf16ps)", measure()});
         }
 
         std::ostringstream md;
@@ -309,31 +330,45 @@ int main(int argc, char **argv) {
            << "The bandwidth floor is the token rate at which the weight bytes a step must read (bf16 attention and "
               "router, MXFP4 blocks + scales of the experts the batch routes to, bf16 unembedding) take exactly the "
               "measured bandwidth. Runtime time per step = step wall time minus the model's forward time.\n\n"
-           << "| run | batch | tokens/s | bandwidth floor tokens/s | of floor | vs batch 1 | ms/step | forward ms/step | runtime ms/step |\n"
-           << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-        std::printf("\n%-8s %5s %10s %12s %9s %10s %9s %11s %11s\n", "run", "batch", "tok/s", "floor tok/s", "of floor",
-                    "vs b1", "ms/step", "fwd ms", "runtime ms");
-        const double b1 = rows[0].tok_s;
-        for (const Row &r : rows) {
-            const double vs = r.what == "decode" ? r.tok_s / b1 : 0;
-            std::printf("%-8s %5d %10.1f %12.1f %8.0f%% %9.2fx %9.2f %11.2f %11.3f\n", r.what.c_str(), r.batch, r.tok_s,
-                        r.floor_tok_s, 100 * r.tok_s / r.floor_tok_s, vs, r.step_ms, r.forward_ms, r.step_ms - r.forward_ms);
-            md.precision(1);
-            md << "| " << r.what << " | " << r.batch << " | " << r.tok_s << " | " << r.floor_tok_s << " | ";
-            md.precision(0);
-            md << 100 * r.tok_s / r.floor_tok_s << " % | ";
+           << "Each table is one set of runs with the model's activations in that type; "
+           << (runs.size() > 1 ? "both were measured in this process, fp32 first, against the same bandwidth figure.\n"
+                               : "this CPU has no AVX512-BF16 (or MS_SIMD turned it off), so only fp32 ran.\n");
+        for (const Run &run : runs) {
+            const std::vector<Row> &rows = run.rows;
+            md << "\n### " << run.name << "\n\n"
+               << "| run | batch | tokens/s | bandwidth floor tokens/s | of floor | vs batch 1 | ms/step | forward ms/step | runtime ms/step |\n"
+               << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+            std::printf("\n%s\n%-8s %5s %10s %12s %9s %10s %9s %11s %11s\n", run.name.c_str(), "run", "batch", "tok/s",
+                        "floor tok/s", "of floor", "vs b1", "ms/step", "fwd ms", "runtime ms");
+            const double b1 = rows[0].tok_s;
+            for (const Row &r : rows) {
+                const double vs = r.what == "decode" ? r.tok_s / b1 : 0;
+                std::printf("%-8s %5d %10.1f %12.1f %8.0f%% %9.2fx %9.2f %11.2f %11.3f\n", r.what.c_str(), r.batch, r.tok_s,
+                            r.floor_tok_s, 100 * r.tok_s / r.floor_tok_s, vs, r.step_ms, r.forward_ms, r.step_ms - r.forward_ms);
+                md.precision(1);
+                md << "| " << r.what << " | " << r.batch << " | " << r.tok_s << " | " << r.floor_tok_s << " | ";
+                md.precision(0);
+                md << 100 * r.tok_s / r.floor_tok_s << " % | ";
+                md.precision(2);
+                if (r.what == "decode") md << vs << "× | "; else md << "– | ";
+                md << r.step_ms << " | " << r.forward_ms << " | ";
+                md.precision(3);
+                md << r.step_ms - r.forward_ms << " |\n";
+            }
+            md << "\nTargets on this machine: batch-1 decode ≥ 50 % of its floor (" << (rows[0].tok_s / rows[0].floor_tok_s >= 0.5 ? "met" : "not met")
+               << "); batch-32 throughput ≥ 8× batch 1 (" << (rows[2].tok_s / b1 >= 8 ? "met" : "not met") << ").\n";
+        }
+        if (runs.size() > 1) {
             md.precision(2);
-            if (r.what == "decode") md << vs << "× | "; else md << "– | ";
-            md << r.step_ms << " | " << r.forward_ms << " | ";
-            md.precision(3);
-            md << r.step_ms - r.forward_ms << " |\n";
+            md << "\nbf16 / fp32 activations, same run: decode";
+            for (size_t i = 0; i < 3; ++i)
+                md << (i ? "," : "") << " batch " << runs[0].rows[i].batch << " " << runs[1].rows[i].tok_s / runs[0].rows[i].tok_s << "×";
+            md << "; prefill " << runs[1].rows[3].tok_s / runs[0].rows[3].tok_s << "×.\n";
         }
         md << "\nPrefill (4 prompts of 256 tokens in one 1024-token step) is compute-bound: its bandwidth floor (every "
-              "weight read once per step) is shown for completeness, not as a target.\n\n"
-           << "Targets on this machine: batch-1 decode ≥ 50 % of its floor (" << (rows[0].tok_s / rows[0].floor_tok_s >= 0.5 ? "met" : "not met")
-           << "); batch-32 throughput ≥ 8× batch 1 (" << (rows[2].tok_s / b1 >= 8 ? "met" : "not met")
-           << "). Kernel speed belongs to the model half (`make bench-engine-model` times the forward pass alone); "
-              "the runtime's share of a step is the last column.\n";
+              "weight read once per step) is shown for completeness, not as a target. Kernel speed belongs to the model "
+              "half (`make bench-engine-model` times the forward pass alone); the runtime's share of a step is the last "
+              "column.\n";
         if (!out_md.empty()) {
             std::ofstream f(out_md);
             f << md.str();

@@ -12,6 +12,8 @@
 
 #include <vector>
 
+#include "cpu/aligned_vector.h"
+
 namespace ms {
 
 namespace {
@@ -131,7 +133,7 @@ __attribute__((target("avx512f"))) void rowtile_avx512(const float *x, int n_tok
 // arithmetic as tile_avx512, so the same results).
 __attribute__((target("avx512f"))) void rows_widened_avx512(const float *x, int n_tok, int64_t ldx, const uint16_t *w,
                                                             const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
-    thread_local std::vector<float> scratch;
+    thread_local AlignedVector<float> scratch;
     const int K16 = K / 16 * 16;
     if (scratch.size() < size_t(4) * K) scratch.resize(size_t(4) * K);
     float *sw = scratch.data();

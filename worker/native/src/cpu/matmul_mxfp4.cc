@@ -10,6 +10,8 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/aligned_vector.h"
+
 #include "cpu/gemm_f32_avx512.h"
 
 namespace ms {
@@ -166,7 +168,7 @@ __attribute__((target("avx512f"))) void rowblock_avx512(const float *xs, int n_t
 __attribute__((target("avx512f"))) void rows_widened_avx512(const float *xs, int n_tok, int64_t ldx, const uint8_t *blocks,
                                                             const uint8_t *scales, const float *bias, int K, int r0, int r1,
                                                             float *y, int64_t ldy) {
-    thread_local std::vector<float> scratch;
+    thread_local AlignedVector<float> scratch;
     const int nb = K / 32;
     if (scratch.size() < size_t(4) * K) scratch.resize(size_t(4) * K);
     float *sw = scratch.data();

@@ -3,7 +3,9 @@
 #include <vector>
 
 #include "common/error.h"
+#include "llama/c_api_llama.h"
 #include "model/model_handle.h"
+#include "runtime/cuda_backend.h"
 
 using ms::Error;
 
@@ -20,7 +22,18 @@ ms_status ms_model_load(const ms_model_params *params, ms_model **out) {
         if (!params || !out) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_load: params and out must not be null");
         *out = nullptr;
         auto handle = std::make_unique<ms_model>();
-        handle->model = ms::Model::load(*params);
+        // A .gguf file, or a directory holding one, is a llama-family model (llama/llama_model.h).
+        const std::string gguf_path = params->path ? ms::resolve_gguf_path(params->path) : "";
+        if (!gguf_path.empty()) {
+            handle->llama = ms::LlamaModel::load(*params, gguf_path);
+            *out = handle.release();
+            return;
+        }
+        const std::string backend = ms::resolve_backend(params->backend);
+        ms_model_params host = *params;
+        host.backend = "cpu";  // the host model always loads; "cuda" then uploads its weights
+        handle->model = ms::Model::load(host);
+        if (backend == "cuda") handle->device = ms::cuda_upload_model(*handle->model);
         *out = handle.release();
     });
 }
@@ -30,11 +43,12 @@ void ms_model_free(ms_model *model) { delete model; }
 ms_status ms_model_get_info(const ms_model *model, ms_model_info *out) {
     return ms::guard([&] {
         if (!model || !out) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_get_info: model and out must not be null");
+        if (model->llama) return ms::llama_model_info(*model->llama, out);
         const ms::Model &m = *model->model;
         const ms::ModelConfig &c = m.config();
         std::memset(out, 0, sizeof(*out));
         std::strncpy(out->architecture, c.architecture.c_str(), sizeof(out->architecture) - 1);
-        std::strncpy(out->backend, "cpu", sizeof(out->backend) - 1);
+        std::strncpy(out->backend, model->device ? "cuda" : "cpu", sizeof(out->backend) - 1);
         std::strncpy(out->simd, ms::simd_name(m.simd()), sizeof(out->simd) - 1);
         out->n_layers = c.num_hidden_layers;
         out->n_experts = c.num_local_experts;
@@ -56,6 +70,7 @@ ms_status ms_model_eval(ms_model *model, const int32_t *tokens, int n_tokens, fl
     return ms::guard([&] {
         if (!model || !tokens || !logits || n_tokens <= 0)
             throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_eval: model, tokens and logits must be set and n_tokens > 0");
+        if (model->llama) return ms::llama_model_eval(*model->llama, tokens, n_tokens, logits);
         ms::Model &m = *model->model;
         const ms::KvSpec spec = m.kv_spec();
         // A private contiguous cache: block i of each group holds positions [16 i, 16 i + 16).

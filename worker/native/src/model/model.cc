@@ -5,9 +5,11 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "cpu/aligned_vector.h"
 #include "cpu/attention.h"
 #include "cpu/bf16.h"
 #include "cpu/matmul_bf16.h"
+#include "cpu/matmul_bf16dot.h"
 #include "cpu/matmul_mxfp4.h"
 #include "cpu/rmsnorm.h"
 #include "cpu/router.h"
@@ -24,7 +26,7 @@ std::vector<float> to_f32(const TensorView &t) {
     return out;
 }
 
-template <class T> T *grow(std::vector<T> &v, size_t n) {
+template <class V> typename V::value_type *grow(V &v, size_t n) {
     if (v.size() < n) v.resize(n);
     return v.data();
 }
@@ -32,9 +34,11 @@ template <class T> T *grow(std::vector<T> &v, size_t n) {
 }  // namespace
 
 struct Model::Workspace {
-    std::vector<float> x, h, q, k, v, attn, proj, router, cos_sin, xe, gu, act, acts, dn, fin;
+    // Activation buffers the matrix kernels read 64 bytes at a time: cache-line aligned (see cpu/aligned_vector.h).
+    AlignedVector<float> x, h, q, k, v, attn, proj, router, cos_sin, xe, gu, act, acts, dn, fin;
     std::vector<int> tok_seq, tok_pos, topk_ids, slot_of, slot_token, expert_count, expert_off, logit_rows;
     std::vector<float> topk_w;
+    AlignedVector<uint16_t> hb, ab, xeb, actb, finb;  // bf16 copies of the matmul inputs (bf16_act_)
     struct Item {
         int expert, r0, r1;
     };
@@ -99,6 +103,7 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params) {
     }
 
     m->simd_ = active_simd();
+    m->bf16_act_ = m->simd_ == Simd::Avx512 && bf16_dot_enabled();
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     RopeParams rp;
     rp.head_dim = c.head_dim;
@@ -124,6 +129,12 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params) {
 }
 
 KvSpec Model::kv_spec() const { return spec_; }
+
+bool Model::set_bf16_activations(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bf16_act_ = on && simd_ == Simd::Avx512 && bf16_dot_supported();
+    return bf16_act_;
+}
 
 size_t Model::kv_block_bytes(int group, int block_size, bool bf16) const {
     if (group < 0 || group >= kNumKvGroups) return 0;
@@ -212,6 +223,14 @@ void Model::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits
     for (int i = 0; i < R; ++i) rmsnorm(simd_, x + int64_t(rows[i]) * H, final_norm_.data(), H, float(cfg_.rms_norm_eps), fin + int64_t(i) * H);
     const int V = cfg_.vocab_size;
     const int64_t grain = std::max<int64_t>(16, V / (pool_->size() * 16));
+    if (bf16_act_) {
+        uint16_t *finb = grow(w.finb, size_t(R) * H);
+        f32_to_bf16_n(simd_, fin, finb, int64_t(R) * H);
+        pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
+            matmul_bf16_bf16x_rows(simd_, finb, R, H, lm_head_.w, nullptr, H, int(r0), int(r1), logits, V);
+        });
+        return;
+    }
     pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
         matmul_bf16_rows(simd_, fin, R, H, lm_head_.w, nullptr, H, int(r0), int(r1), logits, V);
     });
@@ -231,20 +250,26 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
     float *x = w.x.data(), *h = grow(w.h, size_t(T) * H), *q = grow(w.q, size_t(T) * QD);
     float *k = grow(w.k, size_t(T) * KVD), *v = grow(w.v, size_t(T) * KVD), *attn = grow(w.attn, size_t(T) * QD);
     float *proj = grow(w.proj, size_t(T) * H);
+    uint16_t *hb = bf16_act_ ? grow(w.hb, size_t(T) * H) : nullptr, *ab = bf16_act_ ? grow(w.ab, size_t(T) * QD) : nullptr;
     const float eps = float(cfg_.rms_norm_eps);
     const int threads = pool_->size();
 
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) rmsnorm(simd_, x + t * H, L.attn_norm.data(), H, eps, h + t * H);
+        for (int64_t t = b; t < e; ++t) {
+            rmsnorm(simd_, x + t * H, L.attn_norm.data(), H, eps, h + t * H);
+            if (hb) f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+        }
     });
-    auto project = [&](const DenseWeight &W, const float *in, int K, float *out) {
+    // in_b: the same input rounded to bf16, when the model runs on bf16 activations.
+    auto project = [&](const DenseWeight &W, const float *in, const uint16_t *in_b, int K, float *out) {
         pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
-            matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+            if (in_b) matmul_bf16_bf16x_rows(simd_, in_b, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+            else matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
         });
     };
-    project(L.q, h, H, q);
-    project(L.k, h, H, k);
-    project(L.v, h, H, v);
+    project(L.q, h, hb, H, q);
+    project(L.k, h, hb, H, k);
+    project(L.v, h, hb, H, v);
 
     const int g = spec_.layer_group[l], li = spec_.layer_index_in_group[l];
     const int bs = kv.block_size;
@@ -290,9 +315,10 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
             const int first = sliding ? std::max(0, pos - window + 1) : 0;
             attend_paged(simd_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, L.sinks.data() + kh * G, view, first, pos,
                          attn + int64_t(t) * QD + kh * G * hd);
+            if (ab) f32_to_bf16_n(simd_, attn + int64_t(t) * QD + kh * G * hd, ab + int64_t(t) * QD + kh * G * hd, int64_t(G) * hd);
         }
     });
-    project(L.o, attn, QD, proj);
+    project(L.o, attn, ab, QD, proj);
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t i = b * H; i < e * H; ++i) x[i] += proj[i];
     });
@@ -308,8 +334,12 @@ void Model::moe_layer(int l, int T) {
     float *wts = grow(w.topk_w, size_t(T) * K);
     const float eps = float(cfg_.rms_norm_eps);
 
+    uint16_t *hb = bf16_act_ ? grow(w.hb, size_t(T) * H) : nullptr;
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) rmsnorm(simd_, x + t * H, L.mlp_norm.data(), H, eps, h + t * H);
+        for (int64_t t = b; t < e; ++t) {
+            rmsnorm(simd_, x + t * H, L.mlp_norm.data(), H, eps, h + t * H);
+            if (hb) f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+        }
     });
     pool_->parallel_for(E, row_grain(E, threads), [&](int64_t r0, int64_t r1) {
         matmul_bf16_rows(simd_, h, T, H, L.router.w, L.router.bias_ptr(), H, int(r0), int(r1), rl, E);
@@ -333,12 +363,17 @@ void Model::moe_layer(int l, int T) {
     const int S = T * K;
     float *xe = grow(w.xe, size_t(S) * H), *gu = grow(w.gu, size_t(S) * 2 * I);
     float *act = grow(w.act, size_t(S) * I), *acts = grow(w.acts, size_t(S) * I), *dn = grow(w.dn, size_t(S) * H);
+    // bf16 activations stay in natural element order (vdpbf16ps pairs the two nibbles of a byte).
+    uint16_t *xeb = bf16_act_ ? grow(w.xeb, size_t(S) * H) : nullptr, *actb = bf16_act_ ? grow(w.actb, size_t(S) * I) : nullptr;
     pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
-        for (int64_t s = b; s < e; ++s) mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
+        for (int64_t s = b; s < e; ++s) {
+            if (xeb) std::memcpy(xeb + s * H, hb + int64_t(slot_token[s]) * H, sizeof(uint16_t) * H);
+            else mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
+        }
     });
 
     // Work items: (expert, block of output rows); each expert's weights are read once for all its tokens.
-    auto run_experts = [&](const ExpertWeight &W, const float *in, float *out) {
+    auto run_experts = [&](const ExpertWeight &W, const float *in, const uint16_t *in_b, float *out) {
         int active = 0;
         for (int e = 0; e < E; ++e) active += off[e + 1] > off[e];
         int rb = std::max(4, (W.rows * active / (threads * 8) + 3) / 4 * 4);
@@ -352,21 +387,27 @@ void Model::moe_layer(int l, int T) {
             for (int64_t i = b; i < e; ++i) {
                 const Workspace::Item &it = w.items[i];
                 const int n = off[it.expert + 1] - off[it.expert];
-                matmul_mxfp4_rows(simd_, in + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
-                                  W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
-                                  out + int64_t(off[it.expert]) * W.rows, W.rows);
+                if (in_b)
+                    matmul_mxfp4_bf16x_rows(simd_, in_b + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
+                                            W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
+                                            out + int64_t(off[it.expert]) * W.rows, W.rows);
+                else
+                    matmul_mxfp4_rows(simd_, in + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
+                                      W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
+                                      out + int64_t(off[it.expert]) * W.rows, W.rows);
             }
         });
     };
-    run_experts(L.gate_up, xe, gu);
+    run_experts(L.gate_up, xe, xeb, gu);
     const float limit = float(cfg_.swiglu_limit), alpha = float(cfg_.swiglu_alpha);
     pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
         for (int64_t s = b; s < e; ++s) {
             swiglu_interleaved(gu + s * 2 * I, I, limit, alpha, act + s * I);
-            mxfp4_split_activations(act + s * I, I, acts + s * I);
+            if (actb) f32_to_bf16_n(simd_, act + s * I, actb + s * I, I);
+            else mxfp4_split_activations(act + s * I, I, acts + s * I);
         }
     });
-    run_experts(L.down, acts, dn);
+    run_experts(L.down, acts, actb, dn);
     // Weighted sum of each token's experts (down bias included), in a fixed order.
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t)

@@ -79,6 +79,12 @@ class Model {
     size_t kv_block_bytes(int group, int block_size, bool bf16) const;
     int vocab_size() const { return cfg_.vocab_size; }
     Simd simd() const { return simd_; }
+    // Matmul inputs are rounded to bf16 and multiplied with vdpbf16ps (cpu/matmul_bf16dot.h; off unless
+    // bf16_dot_enabled() at load time).
+    bool bf16_activations() const { return bf16_act_; }
+    // Turns that on (only where the CPU can) or off; returns the effective setting. For tests and benchmarks that
+    // compare the two; not while a forward pass runs on another thread.
+    bool set_bf16_activations(bool on);
     int n_threads() const { return pool_->size(); }
     uint64_t weight_bytes() const { return ckpt_->data_bytes(); }
 
@@ -105,6 +111,7 @@ class Model {
     std::unique_ptr<Checkpoint> ckpt_;
     std::unique_ptr<ThreadPool> pool_;
     Simd simd_ = Simd::Scalar;
+    bool bf16_act_ = false;
     Rope rope_;
     KvSpec spec_;
     const uint16_t *embed_ = nullptr;

@@ -5,10 +5,12 @@
 #include "engine.h"
 #include "model/model_handle.h"
 #include "runtime/serving_engine.h"
+#include "runtime/cuda_backend.h"
 #include "runtime/model_executor.h"
+#include "llama/llama_executor.h"
 
 struct ms_engine {
-    std::unique_ptr<ms::ModelExecutor> executor;
+    std::unique_ptr<ms::Executor> executor;  // ModelExecutor (CPU) or the CUDA executor
     std::unique_ptr<ms::Engine> engine;  // declared last: stopped before the executor goes
 };
 
@@ -29,10 +31,12 @@ extern "C" ms_status ms_engine_create(ms_model *model, const ms_engine_params *p
     return ms::guard([&] {
         if (!out) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "out is null");
         *out = nullptr;
-        if (!model || !model->model) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "model is null");
+        if (!model || (!model->model && !model->llama)) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "model is null");
         if (!params) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "params is null");
         auto e = std::make_unique<ms_engine>();
-        e->executor = std::make_unique<ms::ModelExecutor>(*model->model);
+        if (model->llama) e->executor = std::make_unique<ms::LlamaExecutor>(*model->llama);
+        else if (model->device) e->executor = ms::make_cuda_executor(model->device);
+        else e->executor = std::make_unique<ms::ModelExecutor>(*model->model);
         e->engine = std::make_unique<ms::Engine>(*e->executor, *params, on_events, user);
         *out = e.release();
     });

@@ -23,6 +23,13 @@ class Executor {
     // Computes one step. Writes one row of vocab_size logits per entry of `seqs` that has want_logits, in order
     // (row j for the j-th such entry).
     virtual void forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) = 0;
+
+    // Where the KV cache lives. A host executor keeps the defaults (the pool allocates host memory). A device
+    // executor (CUDA) hands out device memory here, so the runtime's block manager still decides block tables on the
+    // host while K/V stay on the device; it also caps the budget by what its memory fraction leaves free.
+    virtual void *alloc_kv_memory(size_t bytes) const { return nullptr; }  // nullptr: use host memory
+    virtual void free_kv_memory(void *p) const {}
+    virtual uint64_t kv_memory_limit() const { return 0; }  // bytes; 0 = no limit of its own
 };
 
 }  // namespace ms

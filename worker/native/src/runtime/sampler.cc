@@ -29,7 +29,49 @@ uint64_t fresh_seed() {
 }
 
 void Sampler::sample(const float *logits, int vocab, const SamplingParams &params, Rng &rng, Sample &out) {
-    out.token = pick(logits, vocab, params, rng);
+    sample(logits, vocab, params, TokenHistory{}, rng, out);
+}
+
+void Sampler::apply_penalties(const float *logits, int vocab, const SamplingParams &params, const TokenHistory &history,
+                              float *out) {
+    if (out != logits) std::copy(logits, logits + vocab, out);
+    if (seen_count_.size() < static_cast<size_t>(vocab)) seen_count_.assign(vocab, 0);
+    touched_.clear();
+    // Generated tokens are counted (count >= 1); prompt-only tokens are marked -1 (seen, but count 0).
+    for (int i = history.n_prompt; i < history.n_tokens; ++i) {
+        const int32_t t = history.tokens[i];
+        if (t < 0 || t >= vocab) continue;
+        if (seen_count_[t] == 0) touched_.push_back(t);
+        ++seen_count_[t];
+    }
+    if (params.repetition_penalty != 1.f) {
+        for (int i = 0; i < std::min(history.n_prompt, history.n_tokens); ++i) {
+            const int32_t t = history.tokens[i];
+            if (t < 0 || t >= vocab || seen_count_[t] != 0) continue;
+            seen_count_[t] = -1;
+            touched_.push_back(t);
+        }
+    }
+    const float rep = params.repetition_penalty;
+    for (int32_t t : touched_) {
+        float l = out[t];
+        if (rep != 1.f) l = l > 0.f ? l / rep : l * rep;
+        const int32_t count = seen_count_[t];
+        if (count > 0) l -= static_cast<float>(count) * params.frequency_penalty + params.presence_penalty;
+        out[t] = l;
+        seen_count_[t] = 0;
+    }
+}
+
+void Sampler::sample(const float *logits, int vocab, const SamplingParams &params, const TokenHistory &history, Rng &rng,
+                     Sample &out) {
+    const float *row = logits;
+    if (params.has_penalties() && history.n_tokens > 0) {
+        penalised_.resize(vocab);
+        apply_penalties(logits, vocab, params, history, penalised_.data());
+        row = penalised_.data();
+    }
+    out.token = pick(row, vocab, params, rng);
     out.n_top = 0;
     out.logprob = 0.f;
     if (params.logprobs > 0) fill_logprobs(logits, vocab, std::min(params.logprobs, MS_MAX_LOGPROBS), out);

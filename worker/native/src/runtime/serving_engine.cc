@@ -39,34 +39,49 @@ KvPool::KvPool(const Executor &exec, int block_size, bool bf16, uint64_t budget_
     // The same number of blocks in each group, so each group's share of the budget is proportional to its block size.
     // A sequence never holds more sliding blocks than full ones, so capacity is decided by the full group and the
     // sliding group's spare blocks keep prefix-cache entries alive.
+    if (exec.kv_memory_limit() > 0) budget_bytes = std::min<uint64_t>(budget_bytes, exec.kv_memory_limit());
     const uint64_t n = budget_bytes / sum;
     if (n < 1)
         throw Error(MS_ERR_OUT_OF_MEMORY, "kv_memory_bytes " + std::to_string(budget_bytes) +
                                               " holds no KV block (one block of every group takes " + std::to_string(sum) +
                                               " bytes)");
     if (n > (1u << 30)) throw Error(MS_ERR_INVALID_ARGUMENT, "kv_memory_bytes gives more than 2^30 blocks");
+    exec_ = &exec;
+    // Device memory from the executor when it owns KV (probed with the first allocation), host memory otherwise.
+    auto alloc = [&](size_t bytes) {
+        if (void *p = exec.alloc_kv_memory(bytes)) {
+            device_ = true;
+            return p;
+        }
+        return alloc_kv(bytes);
+    };
     try {
         for (int g = 0; g < kNumKvGroups; ++g) {
             if (per_block[g] == 0) continue;
             kv_.num_blocks[g] = static_cast<int>(n);
-            kv_.k[g] = alloc_kv(n * per_block[g] / 2);
-            kv_.v[g] = alloc_kv(n * per_block[g] / 2);
+            kv_.k[g] = alloc(n * per_block[g] / 2);
+            kv_.v[g] = alloc(n * per_block[g] / 2);
         }
     } catch (...) {
-        for (int g = 0; g < kNumKvGroups; ++g) {
-            std::free(kv_.k[g]);
-            std::free(kv_.v[g]);
-        }
+        release();
         throw;
     }
 }
 
-KvPool::~KvPool() {
+void KvPool::release() {
     for (int g = 0; g < kNumKvGroups; ++g) {
-        std::free(kv_.k[g]);
-        std::free(kv_.v[g]);
+        if (device_) {
+            if (kv_.k[g]) exec_->free_kv_memory(kv_.k[g]);
+            if (kv_.v[g]) exec_->free_kv_memory(kv_.v[g]);
+        } else {
+            std::free(kv_.k[g]);
+            std::free(kv_.v[g]);
+        }
+        kv_.k[g] = kv_.v[g] = nullptr;
     }
 }
+
+KvPool::~KvPool() { release(); }
 
 Engine::Engine(Executor &exec, const ms_engine_params &p, ms_event_fn on_events, void *user)
     : exec_(exec), params_(p), on_events_(on_events), user_(user), vocab_(exec.vocab_size()) {
@@ -123,6 +138,12 @@ uint64_t Engine::submit(const ms_request &r) {
     require(r.top_k >= 0, "top_k must be >= 0");
     require(r.min_p >= 0.f && r.min_p < 1.f, "min_p must be in [0, 1)");
     require(r.logprobs >= 0 && r.logprobs <= MS_MAX_LOGPROBS, "logprobs must be in [0, 20]");
+    require(std::isfinite(r.frequency_penalty) && r.frequency_penalty >= -2.f && r.frequency_penalty <= 2.f,
+            "frequency_penalty must be in [-2, 2]");
+    require(std::isfinite(r.presence_penalty) && r.presence_penalty >= -2.f && r.presence_penalty <= 2.f,
+            "presence_penalty must be in [-2, 2]");
+    require(std::isfinite(r.repetition_penalty) && r.repetition_penalty >= 0.f,
+            "repetition_penalty must be a finite number > 0 (0 = off)");
     require(r.n_stop_token_ids >= 0 && (r.n_stop_token_ids == 0 || r.stop_token_ids != nullptr),
             "stop_token_ids is null but n_stop_token_ids > 0");
     scheduler_->check_fits(r.n_prompt, r.max_tokens);  // reads constants only
@@ -138,6 +159,9 @@ uint64_t Engine::submit(const ms_request &r) {
     seq->sampling.top_k = r.top_k;
     seq->sampling.min_p = r.min_p;
     seq->sampling.logprobs = r.logprobs;
+    seq->sampling.frequency_penalty = r.frequency_penalty;
+    seq->sampling.presence_penalty = r.presence_penalty;
+    seq->sampling.repetition_penalty = r.repetition_penalty == 0.f ? 1.f : r.repetition_penalty;
     seq->rng = Rng(r.has_seed ? r.seed : fresh_seed());
 
     uint64_t id;
@@ -318,7 +342,8 @@ void Engine::run_step() {
         const ScheduledChunk &c = chunks[i];
         if (!c.want_logits) continue;
         Sequence &s = *c.seq;
-        sampler_.sample(&logits_[row++ * static_cast<size_t>(vocab_)], vocab_, s.sampling, s.rng, sample);
+        const TokenHistory history{s.tokens.data(), static_cast<int>(s.tokens.size()), s.n_prompt};
+        sampler_.sample(&logits_[row++ * static_cast<size_t>(vocab_)], vocab_, s.sampling, history, s.rng, sample);
         s.tokens.push_back(sample.token);
         ++s.n_generated;
         ++generation_tokens_;

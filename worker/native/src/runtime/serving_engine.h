@@ -31,7 +31,10 @@ class KvPool {
     int num_blocks(int g) const { return kv_.num_blocks[g]; }
 
   private:
+    void release();
     KvStorage kv_;
+    const Executor *exec_ = nullptr;
+    bool device_ = false;  // the executor's device memory (freed through it), not host memory
 };
 
 class Engine {

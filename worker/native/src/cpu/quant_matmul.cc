@@ -1,0 +1,484 @@
+#include "cpu/quant_matmul.h"
+
+// GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) as uninitialised: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "common/error.h"
+#include "cpu/bf16.h"
+
+namespace ms {
+
+const char *weight_type_name(WeightType t) {
+    switch (t) {
+        case WeightType::F32: return "F32";
+        case WeightType::F16: return "F16";
+        case WeightType::BF16: return "BF16";
+        case WeightType::Q4_0: return "Q4_0";
+        case WeightType::Q4_1: return "Q4_1";
+        case WeightType::Q8_0: return "Q8_0";
+    }
+    return "?";
+}
+
+bool weight_type_quantized(WeightType t) { return t == WeightType::Q4_0 || t == WeightType::Q4_1 || t == WeightType::Q8_0; }
+
+int64_t weight_row_bytes(WeightType t, int K) {
+    switch (t) {
+        case WeightType::F32: return int64_t(K) * 4;
+        case WeightType::F16: case WeightType::BF16: return int64_t(K) * 2;
+        case WeightType::Q4_0: return int64_t(K / 32) * 18;
+        case WeightType::Q4_1: return int64_t(K / 32) * 20;
+        case WeightType::Q8_0: return int64_t(K / 32) * 34;
+    }
+    return 0;
+}
+
+bool quant_vnni_available() {
+#if defined(__x86_64__)
+    static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+bool quant_vbmi_available() {
+#if defined(__x86_64__)
+    static const bool cpu = [] {
+        __builtin_cpu_init();
+        return quant_vnni_available() && __builtin_cpu_supports("avx512vbmi");
+    }();
+    const char *env = std::getenv("MS_QUANT_NO_VBMI");  // read per call: the tests switch to the plain VNNI path
+    return cpu && !(env && *env == '1');
+#else
+    return false;
+#endif
+}
+
+namespace {
+
+inline uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+}
+
+// ---- activation quantization ------------------------------------------------------------------------------------
+// As llama.cpp: id = 127 / max|x|, q = round-half-even(x * id), d = max|x| / 127 (stored rounded to fp16),
+// s = d * sum(q) (rounded to fp16).
+
+void quantize_block_scalar(const float *x, int8_t *qs, float *d, float *s, int32_t *sum) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float dd = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t acc = 0;
+    for (int j = 0; j < 32; ++j) {
+        const int v = int(std::nearbyint(x[j] * id));
+        qs[j] = int8_t(v);
+        acc += v;
+    }
+    *d = fp16_to_f32(f32_to_fp16(dd));
+    *s = fp16_to_f32(f32_to_fp16(dd * float(acc)));
+    *sum = acc;
+}
+
+__attribute__((target("avx2,fma,f16c"))) void quantize_block_avx2(const float *x, int8_t *qs, float *d, float *s,
+                                                                  int32_t *sum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4], mx = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float dd = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4], acc = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+        q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        acc = _mm256_add_epi32(acc, q[i]);
+    }
+    __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    a4 = _mm_add_epi32(a4, _mm_unpackhi_epi64(a4, a4));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 1));
+    const int32_t total = _mm_cvtsi128_si32(a4);
+    // Pack 32 int32 to int8 in element order (packs work per 128-bit lane, so fix the order with a permute).
+    __m256i p01 = _mm256_packs_epi32(q[0], q[1]), p23 = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(qs), p);
+    *d = _cvtsh_ss(_cvtss_sh(dd, _MM_FROUND_TO_NEAREST_INT));
+    *s = _cvtsh_ss(_cvtss_sh(dd * float(total), _MM_FROUND_TO_NEAREST_INT));
+    *sum = total;
+}
+
+// ---- scalar reference dot products --------------------------------------------------------------------------------
+// noinline: inlined into the AVX-512 VNNI kernels (their odd-block tail), GCC 12 auto-vectorises the signed int8
+// products of the Q8_0 loop into vpdpbusd as if one side were unsigned, giving wrong sums. Kept out of line, they are
+// compiled for the baseline target only.
+
+__attribute__((noinline)) float dot_q4_0_scalar(const uint8_t *w, const Q8Rows &x, int64_t t, int nb) {
+    const int8_t *qs = x.qs + t * x.K;
+    const float *d = x.d + t * nb;
+    float acc = 0;
+    for (int b = 0; b < nb; ++b) {
+        const uint8_t *blk = w + b * 18;
+        int32_t isum = 0;
+        for (int j = 0; j < 16; ++j) {
+            isum += ((blk[2 + j] & 15) - 8) * qs[b * 32 + j];
+            isum += ((blk[2 + j] >> 4) - 8) * qs[b * 32 + 16 + j];
+        }
+        acc += fp16_to_f32(load_u16(blk)) * d[b] * float(isum);
+    }
+    return acc;
+}
+
+__attribute__((noinline)) float dot_q4_1_scalar(const uint8_t *w, const Q8Rows &x, int64_t t, int nb) {
+    const int8_t *qs = x.qs + t * x.K;
+    const float *d = x.d + t * nb, *s = x.s + t * nb;
+    float acc = 0, mins = 0;
+    for (int b = 0; b < nb; ++b) {
+        const uint8_t *blk = w + b * 20;
+        int32_t isum = 0;
+        for (int j = 0; j < 16; ++j) {
+            isum += (blk[4 + j] & 15) * qs[b * 32 + j];
+            isum += (blk[4 + j] >> 4) * qs[b * 32 + 16 + j];
+        }
+        acc += fp16_to_f32(load_u16(blk)) * d[b] * float(isum);
+        mins += fp16_to_f32(load_u16(blk + 2)) * s[b];
+    }
+    return acc + mins;
+}
+
+__attribute__((noinline)) float dot_q8_0_scalar(const uint8_t *w, const Q8Rows &x, int64_t t, int nb) {
+    const int8_t *qs = x.qs + t * x.K;
+    const float *d = x.d + t * nb;
+    float acc = 0;
+    for (int b = 0; b < nb; ++b) {
+        const uint8_t *blk = w + b * 34;
+        int32_t isum = 0;
+        for (int j = 0; j < 32; ++j) isum += int8_t(blk[2 + j]) * qs[b * 32 + j];
+        acc += fp16_to_f32(load_u16(blk)) * d[b] * float(isum);
+    }
+    return acc;
+}
+
+float weight_at(WeightType t, const uint8_t *row, int k) {
+    switch (t) {
+        case WeightType::F32: {
+            float f;
+            std::memcpy(&f, row + 4 * int64_t(k), 4);
+            return f;
+        }
+        case WeightType::F16: return fp16_to_f32(load_u16(row + 2 * int64_t(k)));
+        case WeightType::BF16: return bf16_to_f32(load_u16(row + 2 * int64_t(k)));
+        default: break;
+    }
+    const int b = k / 32, j = k % 32;
+    switch (t) {
+        case WeightType::Q4_0: {
+            const uint8_t *blk = row + b * 18;
+            const int q = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
+            return fp16_to_f32(load_u16(blk)) * float(q - 8);
+        }
+        case WeightType::Q4_1: {
+            const uint8_t *blk = row + b * 20;
+            const int q = j < 16 ? (blk[4 + j] & 15) : (blk[4 + j - 16] >> 4);
+            return fp16_to_f32(load_u16(blk)) * float(q) + fp16_to_f32(load_u16(blk + 2));
+        }
+        case WeightType::Q8_0: {
+            const uint8_t *blk = row + b * 34;
+            return fp16_to_f32(load_u16(blk)) * float(int8_t(blk[2 + j]));
+        }
+        default: return 0;
+    }
+}
+
+void matmul_scalar(WeightType wt, const uint8_t *w, int K, const float *x, int64_t ldx, const Q8Rows *xq, int n_tok,
+                   int r0, int r1, float *y, int64_t ldy) {
+    const int64_t rb = weight_row_bytes(wt, K);
+    const int nb = K / 32;
+    for (int r = r0; r < r1; ++r) {
+        const uint8_t *row = w + r * rb;
+        for (int t = 0; t < n_tok; ++t) {
+            float v = 0;
+            switch (wt) {
+                case WeightType::Q4_0: v = dot_q4_0_scalar(row, *xq, t, nb); break;
+                case WeightType::Q4_1: v = dot_q4_1_scalar(row, *xq, t, nb); break;
+                case WeightType::Q8_0: v = dot_q8_0_scalar(row, *xq, t, nb); break;
+                default:
+                    for (int k = 0; k < K; ++k) v += weight_at(wt, row, k) * x[t * ldx + k];
+            }
+            y[t * ldy + r] = v;
+        }
+    }
+}
+
+// ---- AVX-512 VNNI: two 32-blocks per 512-bit register ----------------------------------------------------------------
+#define MS_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx512vbmi,avx2,fma,f16c")))
+
+// Per-block weight unpacking into 32 bytes ordered like the activations (element j at byte j).
+template <WeightType WT> struct Unpack;
+template <> struct Unpack<WeightType::Q4_1> {
+    static constexpr int kBytes = 20, kQs = 4;
+};
+template <> struct Unpack<WeightType::Q4_0> {
+    static constexpr int kBytes = 18, kQs = 2;
+};
+template <> struct Unpack<WeightType::Q8_0> {
+    static constexpr int kBytes = 34, kQs = 2;
+};
+
+// 2 blocks' 4-bit weights as unsigned bytes: 128-bit lanes [lo0, hi0, lo1, hi1].
+MS_VNNI inline __m512i nibbles2(const uint8_t *b0, const uint8_t *b1) {
+    const __m256i q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b1)),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i *>(b0)));
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    const __m256i lo = _mm256_and_si256(q, m), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m);
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // [lo0, lo1, hi0, hi1]
+    return _mm512_shuffle_i64x2(w, w, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+// The same with AVX-512 VBMI from one masked load of the two blocks (`stride` bytes each, nibbles at `qs`): a byte
+// permute puts each nibble byte twice, a 16-bit shift by 0 or 4 per half and a mask leave the low or high nibble.
+template <int kStride, int kQs> MS_VNNI inline __m512i nibbles2_vbmi(const uint8_t *b0) {
+    static const struct Index {
+        alignas(64) uint8_t idx[64];
+        Index() {
+            for (int j = 0; j < 16; ++j) idx[j] = idx[16 + j] = uint8_t(kQs + j), idx[32 + j] = idx[48 + j] = uint8_t(kStride + kQs + j);
+        }
+    } index;
+    const __m512i raw = _mm512_maskz_loadu_epi8((__mmask64(1) << (2 * kStride)) - 1, b0);
+    const __m512i v = _mm512_permutexvar_epi8(_mm512_load_si512(index.idx), raw);
+    const __m512i shift = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                            0x0004000400040004LL, 0x0004000400040004LL);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, shift), _mm512_set1_epi8(0x0f));
+}
+
+// 2 blocks' int8 weights offset by 128 into unsigned bytes (the activation sums undo the offset).
+MS_VNNI inline __m512i bytes2(const uint8_t *b0, const uint8_t *b1) {
+    const __m512i w = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b0))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b1)), 1);
+    return _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80)));
+}
+
+// [v0 x8, v1 x8] from two consecutive floats.
+MS_VNNI inline __m512 pair_ps(const float *p) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    // loadl_epi64 reads through an unaligned type (a float pair is only 4-byte aligned; _mm_load_sd would not be).
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)))));
+}
+MS_VNNI inline __m512i pair_epi32(const int32_t *p) {
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    // Only one lane per block carries the correction, the others get zero.
+    return _mm512_maskz_permutexvar_epi32(0x0101, idx, _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
+}
+
+template <WeightType WT, int NT, bool VBMI>
+MS_VNNI inline void row_vnni(const uint8_t *row, const Q8Rows &x, int t0, int nb, float *y, int64_t ldy) {
+    constexpr int BB = Unpack<WT>::kBytes, QS = Unpack<WT>::kQs;
+    __m512 acc[NT];
+    float mins[NT];
+    for (int t = 0; t < NT; ++t) {
+        acc[t] = _mm512_setzero_ps();
+        mins[t] = 0;
+    }
+    const int K = x.K;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *b0 = row + b * BB, *b1 = b0 + BB;
+        __m512i w;
+        if constexpr (WT == WeightType::Q8_0) w = bytes2(b0 + QS, b1 + QS);
+        else if constexpr (VBMI) w = nibbles2_vbmi<BB, QS>(b0);
+        else w = nibbles2(b0 + QS, b1 + QS);
+        const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(load_u16(b0))), _mm256_set1_ps(_cvtsh_ss(load_u16(b1))), 1);
+        float m0 = 0, m1 = 0;
+        if (WT == WeightType::Q4_1) {
+            m0 = _cvtsh_ss(load_u16(b0 + 2));
+            m1 = _cvtsh_ss(load_u16(b1 + 2));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t) {
+            const int64_t tt = t0 + t;
+            const __m512i a = _mm512_loadu_si512(x.qs + tt * K + b * 32);
+            __m512i init = _mm512_setzero_si512();
+            if (WT == WeightType::Q8_0) init = _mm512_slli_epi32(_mm512_sub_epi32(init, pair_epi32(x.sum + tt * nb + b)), 7);
+            if (WT == WeightType::Q4_0) init = _mm512_slli_epi32(_mm512_sub_epi32(init, pair_epi32(x.sum + tt * nb + b)), 3);
+            const __m512i dot = _mm512_dpbusd_epi32(init, w, a);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, pair_ps(x.d + tt * nb + b)), acc[t]);
+            if (WT == WeightType::Q4_1) mins[t] += m0 * x.s[tt * nb + b] + m1 * x.s[tt * nb + b + 1];
+        }
+    }
+    for (; b < nb; ++b) {  // an odd last block: the scalar form (rare: K / 32 odd)
+        const uint8_t *blk = row + b * BB;
+        for (int t = 0; t < NT; ++t) {
+            Q8Rows one = x;
+            const int64_t tt = t0 + t;
+            one.qs = x.qs + tt * K + b * 32;
+            one.d = x.d + tt * nb + b;
+            one.s = x.s + tt * nb + b;
+            one.sum = x.sum + tt * nb + b;
+            one.K = 32;
+            float v = WT == WeightType::Q4_1 ? dot_q4_1_scalar(blk, one, 0, 1)
+                      : WT == WeightType::Q4_0 ? dot_q4_0_scalar(blk, one, 0, 1) : dot_q8_0_scalar(blk, one, 0, 1);
+            mins[t] += v;
+        }
+    }
+    for (int t = 0; t < NT; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]) + mins[t];
+}
+
+template <WeightType WT, bool VBMI>
+MS_VNNI void matmul_vnni(const uint8_t *w, int K, const Q8Rows &x, int n_tok, int r0, int r1, float *y, int64_t ldy) {
+    const int64_t rb = weight_row_bytes(WT, K);
+    const int nb = K / 32;
+    for (int r = r0; r < r1; ++r) {
+        const uint8_t *row = w + r * rb;
+        int t = 0;
+        for (; t + 4 <= n_tok; t += 4) row_vnni<WT, 4, VBMI>(row, x, t, nb, y + t * ldy + r, ldy);
+        switch (n_tok - t) {
+            case 3: row_vnni<WT, 3, VBMI>(row, x, t, nb, y + t * ldy + r, ldy); break;
+            case 2: row_vnni<WT, 2, VBMI>(row, x, t, nb, y + t * ldy + r, ldy); break;
+            case 1: row_vnni<WT, 1, VBMI>(row, x, t, nb, y + t * ldy + r, ldy); break;
+            default: break;
+        }
+    }
+}
+
+// ---- AVX2 (no VNNI): one block per 256-bit register, maddubs + madd --------------------------------------------------
+#define MS_AVX2Q __attribute__((target("avx2,fma,f16c")))
+
+MS_AVX2Q inline float hsum256(__m256 v) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+template <WeightType WT>
+MS_AVX2Q float dot_avx2(const uint8_t *row, const Q8Rows &x, int64_t t, int nb) {
+    constexpr int BB = Unpack<WT>::kBytes, QS = Unpack<WT>::kQs;
+    const int8_t *qs = x.qs + t * x.K;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < nb; ++b) {
+        const uint8_t *blk = row + b * BB;
+        __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + b * 32));
+        __m256i wv;
+        if (WT == WeightType::Q8_0) {
+            wv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk + QS));
+            a = _mm256_sign_epi8(a, wv);  // move w's sign onto a so maddubs sees |w| (unsigned) times signed a
+            wv = _mm256_sign_epi8(wv, wv);
+        } else {
+            const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(blk + QS));
+            const __m128i m = _mm_set1_epi8(0x0f);
+            wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+        }
+        __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, a), ones);
+        if (WT == WeightType::Q4_0) dot = _mm256_sub_epi32(dot, _mm256_setr_epi32(8 * x.sum[t * nb + b], 0, 0, 0, 0, 0, 0, 0));
+        const float scale = _cvtsh_ss(load_u16(blk)) * x.d[t * nb + b];
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc);
+        if (WT == WeightType::Q4_1) mins += _cvtsh_ss(load_u16(blk + 2)) * x.s[t * nb + b];
+    }
+    return hsum256(acc) + mins;
+}
+
+template <WeightType WT>
+MS_AVX2Q void matmul_avx2(const uint8_t *w, int K, const Q8Rows &x, int n_tok, int r0, int r1, float *y, int64_t ldy) {
+    const int64_t rb = weight_row_bytes(WT, K);
+    for (int r = r0; r < r1; ++r)
+        for (int t = 0; t < n_tok; ++t) y[t * ldy + r] = dot_avx2<WT>(w + r * rb, x, t, K / 32);
+}
+
+// ---- float weights ------------------------------------------------------------------------------------------------
+__attribute__((target("avx512f,f16c,fma"))) void matmul_float_avx512(WeightType wt, const uint8_t *w, int K, const float *x,
+                                                                   int64_t ldx, int n_tok, int r0, int r1, float *y,
+                                                                   int64_t ldy) {
+    const int64_t rb = weight_row_bytes(wt, K);
+    for (int r = r0; r < r1; ++r) {
+        const uint8_t *row = w + r * rb;
+        for (int t = 0; t < n_tok; ++t) {
+            const float *xt = x + t * ldx;
+            __m512 acc = _mm512_setzero_ps();
+            int k = 0;
+            for (; k + 16 <= K; k += 16) {
+                __m512 wv;
+                if (wt == WeightType::F32) wv = _mm512_loadu_ps(reinterpret_cast<const float *>(row) + k);
+                else if (wt == WeightType::F16) wv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * k)));
+                else
+                    wv = _mm512_castsi512_ps(_mm512_slli_epi32(
+                        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * k))), 16));
+                acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xt + k), acc);
+            }
+            float v = _mm512_reduce_add_ps(acc);
+            for (; k < K; ++k) v += weight_at(wt, row, k) * xt[k];
+            y[t * ldy + r] = v;
+        }
+    }
+}
+
+}  // namespace
+
+void quantize_rows_q8(Simd s, const float *x, int64_t ldx, int t0, int t1, const Q8Rows &q) {
+    const int nb = q.K / 32;
+    for (int t = t0; t < t1; ++t)
+        for (int b = 0; b < nb; ++b) {
+            const float *xb = x + t * ldx + b * 32;
+            const int64_t i = int64_t(t) * nb + b;
+            if (s != Simd::Scalar) quantize_block_avx2(xb, q.qs + i * 32, q.d + i, q.s + i, q.sum + i);
+            else quantize_block_scalar(xb, q.qs + i * 32, q.d + i, q.s + i, q.sum + i);
+        }
+}
+
+void dequantize_row(WeightType t, const uint8_t *row, int K, float *out) {
+    for (int k = 0; k < K; ++k) out[k] = weight_at(t, row, k);
+}
+
+void matmul_rows(Simd s, WeightType t, const uint8_t *w, int K, const float *x, int64_t ldx, const Q8Rows *xq, int n_tok,
+                 int r0, int r1, float *y, int64_t ldy) {
+    if (weight_type_quantized(t) && (!xq || K % 32 != 0 || xq->K != K))
+        throw Error(MS_ERR_INTERNAL, std::string("matmul_rows: ") + weight_type_name(t) + " needs Q8 activations of K");
+    if (!weight_type_quantized(t) && !x) throw Error(MS_ERR_INTERNAL, "matmul_rows: float weights need fp32 activations");
+    if (s == Simd::Scalar) return matmul_scalar(t, w, K, x, ldx, xq, n_tok, r0, r1, y, ldy);
+    if (!weight_type_quantized(t)) {
+        if (s == Simd::Avx512) return matmul_float_avx512(t, w, K, x, ldx, n_tok, r0, r1, y, ldy);
+        return matmul_scalar(t, w, K, x, ldx, xq, n_tok, r0, r1, y, ldy);
+    }
+    const bool vnni = s == Simd::Avx512 && quant_vnni_available();
+    if (vnni && quant_vbmi_available()) {
+        switch (t) {
+            case WeightType::Q4_0: return matmul_vnni<WeightType::Q4_0, true>(w, K, *xq, n_tok, r0, r1, y, ldy);
+            case WeightType::Q4_1: return matmul_vnni<WeightType::Q4_1, true>(w, K, *xq, n_tok, r0, r1, y, ldy);
+            default: break;
+        }
+    }
+    switch (t) {
+        case WeightType::Q4_0:
+            return vnni ? matmul_vnni<WeightType::Q4_0, false>(w, K, *xq, n_tok, r0, r1, y, ldy)
+                        : matmul_avx2<WeightType::Q4_0>(w, K, *xq, n_tok, r0, r1, y, ldy);
+        case WeightType::Q4_1:
+            return vnni ? matmul_vnni<WeightType::Q4_1, false>(w, K, *xq, n_tok, r0, r1, y, ldy)
+                        : matmul_avx2<WeightType::Q4_1>(w, K, *xq, n_tok, r0, r1, y, ldy);
+        case WeightType::Q8_0:
+            return vnni ? matmul_vnni<WeightType::Q8_0, false>(w, K, *xq, n_tok, r0, r1, y, ldy)
+                        : matmul_avx2<WeightType::Q8_0>(w, K, *xq, n_tok, r0, r1, y, ldy);
+        default: break;
+    }
+}
+
+}  // namespace ms

@@ -1,0 +1,20 @@
+// The CUDA side of runtime/cuda_backend.h (built with ENGINE_CUDA).
+#include "cuda/device_model.cuh"
+#include "cuda/executor.cuh"
+#include "runtime/cuda_backend.h"
+
+namespace ms {
+
+bool cuda_backend_built() { return true; }
+
+std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &model) {
+    return std::shared_ptr<cuda::DeviceModel>(cuda::DeviceModel::upload(model));
+}
+
+std::string cuda_device_name(const cuda::DeviceModel &model) { return model.device_name(); }
+
+std::unique_ptr<Executor> make_cuda_executor(std::shared_ptr<cuda::DeviceModel> model) {
+    return std::make_unique<cuda::CudaExecutor>(std::move(model), cuda::executor_options_from_env());
+}
+
+}  // namespace ms

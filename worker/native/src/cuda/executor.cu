@@ -1,0 +1,322 @@
+#include "cuda/executor.cuh"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/kernels.cuh"
+
+namespace ms::cuda {
+
+ExecutorOptions executor_options_from_env() {
+    ExecutorOptions o;
+    if (const char *e = std::getenv("MODELSERVE_CUDA_EXACT")) o.exact_matmul = std::string(e) == "1";
+    if (const char *e = std::getenv("MODELSERVE_CUDA_GRAPHS")) o.cuda_graphs = std::string(e) != "0";
+    if (const char *f = std::getenv("MODELSERVE_GPU_MEMORY_FRACTION")) {
+        char *end = nullptr;
+        const double v = std::strtod(f, &end);
+        if (end == f || *end != '\0' || !(v > 0.0 && v < 1.0))
+            throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MODELSERVE_GPU_MEMORY_FRACTION must be in (0, 1), got \"") + f + "\"");
+        o.memory_fraction = v;
+    }
+    return o;
+}
+
+CudaExecutor::CudaExecutor(std::shared_ptr<DeviceModel> model, const ExecutorOptions &options)
+    : model_(std::move(model)), opt_(options) {
+    MS_CUDA(cudaSetDevice(model_->device()));
+    MS_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    size_t free_b = 0, total_b = 0;
+    MS_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    const double budget = opt_.memory_fraction * double(total_b) - double(total_b - free_b) - double(opt_.workspace_reserve_bytes);
+    kv_limit_ = budget > 1.0 ? uint64_t(budget) : 1;  // 1 byte: the KV pool then reports that no block fits
+}
+
+const char *StageProfile::name(int i) {
+    static const char *names[kStages] = {"embed+rope", "norm+qkv+kv write", "attention", "o proj", "moe", "unembed+sample"};
+    return i >= 0 && i < kStages ? names[i] : "?";
+}
+
+bool CudaExecutor::GraphKey::operator<(const GraphKey &o) const {
+    if (T != o.T) return T < o.T;
+    if (greedy != o.greedy) return greedy < o.greedy;
+    if (bf16 != o.bf16) return bf16 < o.bf16;
+    if (block_size != o.block_size) return block_size < o.block_size;
+    return std::lexicographical_compare(kv, kv + 4, o.kv, o.kv + 4);
+}
+
+void CudaExecutor::drop_graphs() {
+    for (auto &g : graphs_) cudaGraphExecDestroy(g.second);
+    graphs_.clear();
+}
+
+CudaExecutor::~CudaExecutor() {
+    cudaSetDevice(model_->device());
+    if (stream_) cudaStreamSynchronize(stream_);
+    drop_graphs();
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    for (void *p : {(void *)x_, (void *)h_, (void *)qkv_, (void *)attn_, (void *)cs_, (void *)fin_, (void *)logits_,
+                    (void *)xb_, (void *)ids_, moe_ws_, (void *)d_step_})
+        if (p) cudaFree(p);
+    if (pinned_) cudaFreeHost(pinned_);
+    if (stream_) cudaStreamDestroy(stream_);
+}
+
+size_t CudaExecutor::kv_block_bytes(int group, int block_size, bool bf16) const {
+    if (group < 0 || group >= kNumKvGroups) return 0;
+    return size_t(2) * kv_spec().layers_in_group[group] * size_t(block_size) * kv_spec().kv_dim * (bf16 ? 2 : 4);
+}
+
+void *CudaExecutor::alloc_kv_memory(size_t bytes) const {
+    MS_CUDA(cudaSetDevice(model_->device()));
+    void *p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess)
+        throw Error(MS_ERR_OUT_OF_MEMORY, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of KV cache (" +
+                                              cudaGetErrorString(err) + ")");
+    MS_CUDA(cudaMemset(p, 0, bytes));
+    return p;
+}
+
+void CudaExecutor::free_kv_memory(void *p) const {
+    cudaSetDevice(model_->device());
+    cudaFree(p);
+}
+
+void CudaExecutor::forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
+    run(seqs, n_seqs, kv, Output::Logits, logits);
+}
+void CudaExecutor::forward_greedy(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, int32_t *ids) {
+    run(seqs, n_seqs, kv, Output::Greedy, ids);
+}
+void CudaExecutor::forward_all_logits(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
+    run(seqs, n_seqs, kv, Output::AllLogits, logits);
+}
+
+void CudaExecutor::validate(const ForwardSeq *seqs, int n_seqs, const KvStorage &kv) const {
+    const KvSpec &spec = kv_spec();
+    const int V = vocab_size(), window = model_->config().sliding_window;
+    auto fail = [](const std::string &m) { throw Error(MS_ERR_INVALID_ARGUMENT, "CUDA forward: " + m); };
+    if (n_seqs < 0 || (n_seqs > 0 && !seqs)) fail("bad seqs");
+    if (kv.kv_dim != spec.kv_dim) fail("KvStorage.kv_dim does not match the model");
+    if (kv.block_size <= 0) fail("KvStorage.block_size must be > 0");
+    for (int g = 0; g < kNumKvGroups; ++g)
+        if (spec.layers_in_group[g] > 0 && (kv.layers_in_group[g] != spec.layers_in_group[g] || !kv.k[g] || !kv.v[g]))
+            fail("KvStorage group " + std::to_string(g) + " does not match the KvSpec");
+    for (int i = 0; i < n_seqs; ++i) {
+        const ForwardSeq &s = seqs[i];
+        const std::string who = "seq " + std::to_string(i);
+        if (s.n_tokens <= 0 || s.start_pos < 0 || !s.tokens) fail(who + " has no tokens or a negative start");
+        for (int j = 0; j < s.n_tokens; ++j)
+            if (s.tokens[j] < 0 || s.tokens[j] >= V)
+                fail(who + " token " + std::to_string(s.tokens[j]) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+        const int64_t need = (int64_t(s.start_pos) + s.n_tokens + kv.block_size - 1) / kv.block_size;
+        for (int g = 0; g < kNumKvGroups; ++g) {
+            if (spec.layers_in_group[g] == 0) continue;
+            if (s.n_blocks[g] < need || !s.block_table[g])
+                fail(who + " block table of group " + std::to_string(g) + " covers fewer positions than start_pos + n_tokens");
+            const int64_t first = g == kSlidingGroup ? std::max<int64_t>(0, s.start_pos - window + 1) / kv.block_size : 0;
+            for (int64_t b = first; b < need; ++b)
+                if (s.block_table[g][b] < 0 || s.block_table[g][b] >= kv.num_blocks[g])
+                    fail(who + " block " + std::to_string(b) + " of group " + std::to_string(g) + " is not a valid block id");
+        }
+    }
+}
+
+void CudaExecutor::ensure_workspace(int tokens, int rows) {
+    const ModelConfig &c = model_->config();
+    const int H = c.hidden_size, hd = c.head_dim, QD = c.num_attention_heads * hd;
+    const int QKV = QD + 2 * c.num_key_value_heads * hd, V = c.vocab_size;
+    auto realloc = [](auto *&p, size_t count) {
+        if (p) cudaFree(p);
+        p = nullptr;
+        MS_CUDA(cudaMalloc(reinterpret_cast<void **>(&p), count * sizeof(*p)));
+    };
+    if (tokens > cap_tokens_) {
+        MS_CUDA(cudaStreamSynchronize(stream_));
+        drop_graphs();
+        const int n = std::max(tokens, std::min(2 * cap_tokens_, 1 << 16));
+        realloc(x_, size_t(n) * H);
+        realloc(h_, size_t(n) * H);
+        realloc(qkv_, size_t(n) * QKV);
+        realloc(attn_, size_t(n) * QD);
+        realloc(cs_, size_t(n) * hd);
+        realloc(xb_, size_t(n) * std::max(H, QD));
+        if (moe_ws_) cudaFree(moe_ws_);
+        moe_ws_ = nullptr;
+        const size_t ws = model_->layers.empty() ? 0 : moe_workspace_bytes(model_->layers[0].moe, n);
+        if (ws) MS_CUDA(cudaMalloc(&moe_ws_, ws));
+        cap_tokens_ = n;
+    }
+    if (rows > cap_rows_) {
+        MS_CUDA(cudaStreamSynchronize(stream_));
+        drop_graphs();
+        const int n = std::max(rows, 2 * cap_rows_);
+        realloc(fin_, size_t(n) * H);
+        realloc(logits_, size_t(n) * V);
+        realloc(ids_, size_t(n));
+        cap_rows_ = n;
+    }
+}
+
+void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out) {
+    MS_CUDA(cudaSetDevice(model_->device()));
+    validate(seqs, n_seqs, kv);
+    const ModelConfig &c = model_->config();
+    const KvSpec &spec = kv_spec();
+    int T = 0;
+    for (int i = 0; i < n_seqs; ++i) T += seqs[i].n_tokens;
+    if (T == 0) return;
+
+    // Stage the step's integers: tokens, positions, owning seq, logit rows, table offsets, tables.
+    std::vector<int32_t> &hs = host_scratch_;
+    hs.clear();
+    hs.resize(size_t(3) * T);
+    int R = 0;
+    std::vector<int32_t> rows;
+    for (int i = 0, t = 0; i < n_seqs; ++i)
+        for (int j = 0; j < seqs[i].n_tokens; ++j, ++t) {
+            hs[t] = seqs[i].tokens[j];
+            hs[T + t] = seqs[i].start_pos + j;
+            hs[2 * T + t] = i;
+            if (what == Output::AllLogits || (seqs[i].want_logits && j == seqs[i].n_tokens - 1)) rows.push_back(t);
+        }
+    R = int(rows.size());
+    hs.insert(hs.end(), rows.begin(), rows.end());
+    const size_t off_at = hs.size();
+    hs.resize(off_at + size_t(2) * n_seqs);
+    const size_t tables_at = hs.size();
+    for (int g = 0; g < kNumKvGroups; ++g)
+        for (int i = 0; i < n_seqs; ++i) {
+            hs[off_at + size_t(g) * n_seqs + i] = int32_t(hs.size() - tables_at);
+            if (spec.layers_in_group[g] > 0) hs.insert(hs.end(), seqs[i].block_table[g], seqs[i].block_table[g] + seqs[i].n_blocks[g]);
+        }
+    if (hs.size() > pinned_cap_) {
+        MS_CUDA(cudaStreamSynchronize(stream_));
+        if (pinned_) cudaFreeHost(pinned_);
+        pinned_ = nullptr;
+        pinned_cap_ = std::max(hs.size(), 2 * pinned_cap_);
+        MS_CUDA(cudaMallocHost(reinterpret_cast<void **>(&pinned_), pinned_cap_ * sizeof(int32_t)));
+    }
+    if (hs.size() > d_step_cap_) {
+        MS_CUDA(cudaStreamSynchronize(stream_));
+        drop_graphs();
+        if (d_step_) cudaFree(d_step_);
+        d_step_ = nullptr;
+        d_step_cap_ = std::max(hs.size(), 2 * d_step_cap_);
+        MS_CUDA(cudaMalloc(reinterpret_cast<void **>(&d_step_), d_step_cap_ * sizeof(int32_t)));
+    }
+    std::memcpy(pinned_, hs.data(), hs.size() * sizeof(int32_t));
+    ensure_workspace(T, std::max(R, 1));
+    MS_CUDA(cudaMemcpyAsync(d_step_, pinned_, hs.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    const bool greedy = what == Output::Greedy;
+    bool decode = what != Output::AllLogits && R == T;
+    for (int i = 0; i < n_seqs && decode; ++i) decode = seqs[i].n_tokens == 1;
+    if (decode && opt_.cuda_graphs && !opt_.profile) {
+        GraphKey key{T, greedy, kv.bf16, kv.block_size, {kv.k[0], kv.v[0], kv.k[1], kv.v[1]}};
+        cudaGraphExec_t exec = nullptr;
+        for (auto &g : graphs_)
+            if (!(g.first < key) && !(key < g.first)) exec = g.second;
+        if (!exec) {
+            cudaGraph_t graph = nullptr;
+            MS_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+            try {
+                enqueue(T, R, n_seqs, kv, greedy, off_at, tables_at);
+            } catch (...) {
+                cudaStreamEndCapture(stream_, &graph);
+                if (graph) cudaGraphDestroy(graph);
+                throw;
+            }
+            MS_CUDA(cudaStreamEndCapture(stream_, &graph));
+            const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+            cudaGraphDestroy(graph);
+            MS_CUDA(err);
+            graphs_.push_back({key, exec});
+        }
+        MS_CUDA(cudaGraphLaunch(exec, stream_));
+    } else {
+        enqueue(T, R, n_seqs, kv, greedy, off_at, tables_at);
+    }
+    if (R > 0) {
+        if (greedy)
+            MS_CUDA(cudaMemcpyAsync(host_out, ids_, size_t(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+        else
+            MS_CUDA(cudaMemcpyAsync(host_out, logits_, size_t(R) * c.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    }
+    MS_CUDA(cudaStreamSynchronize(stream_));  // the step's one host synchronisation
+    if (opt_.profile) {
+        float ms = 0;
+        for (size_t i = 0; i + 1 < profile_marks_.size(); ++i) {
+            MS_CUDA(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+            profile_.ms[profile_marks_[i + 1]] += ms;
+        }
+        ++profile_.steps;
+    }
+}
+
+void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool greedy, size_t off_at, size_t tables_at) {
+    const ModelConfig &c = model_->config();
+    const KvSpec &spec = kv_spec();
+    const int H = c.hidden_size, hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+    const int QD = nh * hd, KVD = nkv * hd, QKV = QD + 2 * KVD, V = c.vocab_size;
+    const float eps = float(c.rms_norm_eps);
+    profile_marks_.clear();
+    auto mark = [&](int stage) {  // stage = what the interval ending here was spent on
+        if (!opt_.profile) return;
+        const size_t i = profile_marks_.size();
+        if (i >= events_.size()) {
+            cudaEvent_t e;
+            MS_CUDA(cudaEventCreate(&e));
+            events_.push_back(e);
+        }
+        MS_CUDA(cudaEventRecord(events_[i], stream_));
+        profile_marks_.push_back(stage);
+    };
+    mark(0);
+    const int32_t *d_tokens = d_step_, *d_pos = d_step_ + T, *d_seq = d_step_ + 2 * T, *d_rows = d_step_ + 3 * T;
+    const int32_t *d_table_off = d_step_ + off_at, *d_tables = d_step_ + tables_at;
+
+    const cudaStream_t s = stream_;
+    const bool exact = opt_.exact_matmul;
+    embedding(model_->embed, d_tokens, T, H, x_, s);
+    rope_cos_sin(d_pos, T, model_->inv_freq, model_->rope_concentration, hd, cs_, s);
+    mark(0);
+    const float scale = 1.0f / std::sqrt(float(hd));
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+        const DeviceLayer &L = model_->layers[l];
+        const int g = spec.layer_group[l];
+        PagedKv pk;
+        pk.k = kv.k[g];
+        pk.v = kv.v[g];
+        pk.bf16 = kv.bf16;
+        pk.block_size = kv.block_size;
+        pk.block_stride = (long long)kv.layers_in_group[g] * kv.block_size * KVD;
+        pk.layer_off = (long long)spec.layer_index_in_group[l] * kv.block_size * KVD;
+        pk.tables = d_tables;
+        pk.table_off = d_table_off + size_t(g) * n_seqs;
+
+        rmsnorm(x_, nullptr, T, H, L.attn_norm, eps, h_, s);
+        matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, s);
+        rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
+        mark(1);
+        paged_attention(qkv_, T, nh, nkv, hd, L.sinks, scale, c.is_sliding(l) ? c.sliding_window : 0, d_pos, d_seq, pk,
+                        attn_, s);
+        mark(2);
+        matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, s);
+        mark(3);
+        rmsnorm(x_, nullptr, T, H, L.mlp_norm, eps, h_, s);
+        moe_forward(L.moe, h_, T, x_, moe_ws_, s);
+        mark(4);
+    }
+    if (R > 0) {
+        rmsnorm(x_, d_rows, R, H, model_->final_norm, eps, fin_, s);
+        matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, s);
+        if (greedy) argmax_rows(logits_, R, V, ids_, s);
+    }
+    mark(5);
+}
+
+}  // namespace ms::cuda

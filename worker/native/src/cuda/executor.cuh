@@ -1,0 +1,113 @@
+// The CUDA executor: ms::Executor over a DeviceModel. One step = one upload of the step's token/position/block-table
+// data, the whole forward pass on one stream, and one download (logits, or the greedy token ids). The runtime's
+// block manager stays on the host and decides block tables; K/V live in device memory handed out by this executor.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <vector>
+
+#include "cuda/device_model.cuh"
+#include "runtime/executor.h"
+
+namespace ms::cuda {
+
+struct ExecutorOptions {
+    // fp32 activations in every projection (the GEMV path at any batch) instead of bf16 tensor cores for batches
+    // above 8 tokens: for checks against fp32 references. MODELSERVE_CUDA_EXACT=1 sets it.
+    bool exact_matmul = false;
+    // Share of the GPU's memory for weights + activations + KV; what is left of it after the weights and the step
+    // workspace reserve becomes the KV limit. MODELSERVE_GPU_MEMORY_FRACTION overrides it.
+    double memory_fraction = 0.9;
+    size_t workspace_reserve_bytes = size_t(2) << 30;
+    // Decode steps (one token per sequence) replayed from a CUDA graph captured once per batch size: a step is then
+    // one graph launch instead of ~15 kernel launches per layer. MODELSERVE_CUDA_GRAPHS=0 turns it off.
+    bool cuda_graphs = true;
+    // Time each stage with CUDA events (off the graph path); read with profile().
+    bool profile = false;
+};
+
+// Milliseconds spent per stage, summed over profiled steps.
+struct StageProfile {
+    static constexpr int kStages = 6;
+    static const char *name(int i);
+    double ms[kStages] = {0, 0, 0, 0, 0, 0};
+    int steps = 0;
+};
+
+ExecutorOptions executor_options_from_env();
+
+class CudaExecutor : public Executor {
+  public:
+    CudaExecutor(std::shared_ptr<DeviceModel> model, const ExecutorOptions &options);
+    ~CudaExecutor() override;
+
+    const KvSpec &kv_spec() const override { return model_->kv_spec(); }
+    size_t kv_block_bytes(int group, int block_size, bool bf16) const override;
+    int vocab_size() const override { return model_->config().vocab_size; }
+    int eos_token_id() const override {
+        const auto &ids = model_->config().eos_token_ids;
+        return ids.empty() ? -1 : ids.front();
+    }
+    int max_positions() const override { return model_->config().max_position_embeddings; }
+    void forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) override;
+
+    void *alloc_kv_memory(size_t bytes) const override;
+    void free_kv_memory(void *p) const override;
+    uint64_t kv_memory_limit() const override { return kv_limit_; }
+
+    // As forward, but the greedy token of each want_logits seq is chosen on the GPU; only ids come back.
+    void forward_greedy(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, int32_t *ids);
+    // Logits of every token of every seq ([total tokens][vocab]); for tests.
+    void forward_all_logits(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits);
+    const DeviceModel &model() const { return *model_; }
+    const StageProfile &profile() const { return profile_; }
+    void reset_profile() { profile_ = StageProfile(); }
+    cudaStream_t stream() const { return stream_; }
+
+  private:
+    enum class Output { Logits, Greedy, AllLogits };
+    void run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out);
+    void validate(const ForwardSeq *seqs, int n_seqs, const KvStorage &kv) const;
+    void ensure_workspace(int tokens, int rows);
+    // Enqueues the forward pass of T tokens (rows R get logits; greedy adds the argmax) on the stream: kernels only,
+    // no host copies, so it can be captured as a graph.
+    void enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool greedy, size_t off_at, size_t tables_at);
+    void drop_graphs();
+
+    struct GraphKey {
+        int T;
+        bool greedy, bf16;
+        int block_size;
+        const void *kv[4];
+        bool operator<(const GraphKey &o) const;
+    };
+    std::vector<std::pair<GraphKey, cudaGraphExec_t>> graphs_;
+    StageProfile profile_;
+    std::vector<cudaEvent_t> events_;
+    std::vector<int> profile_marks_;  // stage of the interval ending at events_[i]
+
+    std::shared_ptr<DeviceModel> model_;
+    ExecutorOptions opt_;
+    cudaStream_t stream_ = nullptr;
+    uint64_t kv_limit_ = 0;
+
+    // Step staging: pinned host ints -> one device buffer. Layout: tokens[T] pos[T] seq[T] rows[R]
+    // table_off[2][n_seqs] tables[...].
+    std::vector<int32_t> host_scratch_;
+    int32_t *pinned_ = nullptr;
+    size_t pinned_cap_ = 0;
+    int32_t *d_step_ = nullptr;
+    size_t d_step_cap_ = 0;
+
+    // Activations, grown on demand (no allocation in steady state).
+    int cap_tokens_ = 0, cap_rows_ = 0;
+    float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *attn_ = nullptr, *cs_ = nullptr, *fin_ = nullptr,
+          *logits_ = nullptr;
+    uint16_t *xb_ = nullptr;
+    int32_t *ids_ = nullptr;
+    void *moe_ws_ = nullptr;
+};
+
+}  // namespace ms::cuda

@@ -1,0 +1,64 @@
+// Launchers of the CUDA backend's kernels (one kernel per .cu file next to this header). All are asynchronous on the
+// given stream, allocate nothing and never synchronise, so a decode step can be captured as a CUDA graph.
+// Activations are fp32 row-major [tokens][width]; weights are bf16 (uint16 bit patterns) as in the checkpoint.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ms::cuda {
+
+// x[t][:] = embed[tokens[t]][:] (bf16 -> fp32).
+void embedding(const uint16_t *embed, const int32_t *tokens, int n_tokens, int hidden, float *x, cudaStream_t s);
+
+// out[r][:] = x[rows ? rows[r] : r][:] * rsqrt(mean(x^2) + eps) * gain[:]  for r < n_rows.
+void rmsnorm(const float *x, const int32_t *rows, int n_rows, int width, const float *gain, float eps, float *out,
+             cudaStream_t s);
+
+// Dense bf16 projection with fp32 activations: out[t][r] (+)= sum_k x[t][k] * w[r][k] + bias[r].
+// `accumulate` adds into out (the residual stream). K must be a multiple of 8.
+// Exact path (fp32 activations, any T) and the tensor-core path (activations rounded to bf16; for T > 8) are chosen
+// by matmul_bf16 unless `exact` forces the former.
+void matmul_bf16(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
+                 bool accumulate, bool exact, uint16_t *x_bf16_scratch, cudaStream_t s);
+void gemv_bf16(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out, bool accumulate,
+               cudaStream_t s);
+void gemm_bf16_tc(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
+                  bool accumulate, uint16_t *x_bf16_scratch, cudaStream_t s);
+
+// cos_sin[t][2i], [2i+1] = cos/sin(pos[t] * inv_freq[i]) * concentration for i < head_dim/2 (the CPU's rope_cos_sin).
+void rope_cos_sin(const int32_t *pos, int n_tokens, const float *inv_freq, float concentration, int head_dim,
+                  float *cos_sin, cudaStream_t s);
+
+// Where token t's K/V go and which keys it reads: block table of its sequence in one group.
+struct PagedKv {
+    void *k = nullptr, *v = nullptr;  // the group's storage [blocks][layers_in_group][block_size][kv_dim]
+    bool bf16 = false;
+    int block_size = 16;
+    long long block_stride = 0;  // elements between blocks: layers_in_group * block_size * kv_dim
+    long long layer_off = 0;     // elements: layer_index_in_group * block_size * kv_dim
+    const int32_t *tables = nullptr;       // all sequences' tables of this group, concatenated
+    const int32_t *table_off = nullptr;    // [n_seqs]: where sequence i's table starts in `tables`
+};
+
+// qkv: [T][(nh + 2 nkv) * hd] as projected. Rotates q and k in place (NeoX half split) and writes k and v at their
+// cache slots (positions pos[t] of sequence seq[t]).
+void rope_and_kv_write(float *qkv, int T, int nh, int nkv, int hd, const float *cos_sin, const int32_t *pos,
+                       const int32_t *seq, const PagedKv &kv, cudaStream_t s);
+
+// Paged attention with per-head sinks and an optional sliding window: token t (sequence seq[t], position pos[t])
+// attends keys max(0, pos - window + 1) .. pos (window 0 = full causal). out: [T][nh * hd].
+void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const float *sinks, float scale, int window,
+                     const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *out, cudaStream_t s);
+
+// ids[r] = argmax over logits[r][0..V) (lowest index on ties, as std::max_element).
+void argmax_rows(const float *logits, int n_rows, int V, int32_t *ids, cudaStream_t s);
+
+// Synthetic weights: deterministic pseudo-random fill on the device from (seed, index).
+void fill_bf16_uniform(uint16_t *p, long long n, float scale, uint64_t seed, cudaStream_t s);
+void fill_f32_uniform(float *p, long long n, float offset, float scale, uint64_t seed, cudaStream_t s);
+// MXFP4: random nibbles; scales (E8M0) drawn from [scale_lo, scale_hi].
+void fill_u8_uniform(uint8_t *p, long long n, int lo, int hi, uint64_t seed, cudaStream_t s);
+
+}  // namespace ms::cuda

@@ -1,0 +1,66 @@
+// Grouping of (token, choice) pairs by expert, as a block-wide device function: used by the stand-alone group kernel
+// (prefill) and fused into the router kernel when one block routes every token (decode).
+//
+// Deterministic: slot order within an expert is (token, choice) order, so results never depend on scheduling. Each
+// warp owns experts and finds their pairs with ballots (no atomics). Also emits the matmul tile list (expert, first
+// slot, count <= token_tile) and its length, which the matmul kernels read on the device (their grids are sized for
+// the worst case and surplus blocks exit).
+#pragma once
+
+#include "cuda/moe/moe_internal.cuh"
+
+namespace ms::cuda::moe {
+
+struct GroupOut {
+  int *slot_token, *slot_of, *expert_off;
+  Tile *tiles;
+  int *n_tiles;
+};
+
+// All threads of the block must call it. `ids` may be in shared or global memory; count/off: shared, E and E+1 ints.
+__device__ inline void group_pairs(const int *ids, int n_pairs, int n_experts, int k, int token_tile, int *count,
+                                   int *off, const GroupOut &o) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  for (int e = warp; e < n_experts; e += n_warps) {
+    int c = 0;
+    for (int i0 = 0; i0 < n_pairs; i0 += 32) {
+      const int i = i0 + lane;
+      c += __popc(__ballot_sync(0xffffffffu, i < n_pairs && ids[i] == e));
+    }
+    if (lane == 0) count[e] = c;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int acc = 0, nt = 0;
+    for (int e = 0; e < n_experts; ++e) {
+      off[e] = acc;
+      o.expert_off[e] = acc;
+      for (int s = 0; s < count[e]; s += token_tile) o.tiles[nt++] = Tile{e, acc + s, min(token_tile, count[e] - s), 0};
+      acc += count[e];
+    }
+    off[n_experts] = acc;
+    o.expert_off[n_experts] = acc;
+    *o.n_tiles = nt;
+  }
+  __syncthreads();
+  for (int e = warp; e < n_experts; e += n_warps) {
+    int base = off[e];
+    for (int i0 = 0; i0 < n_pairs; i0 += 32) {
+      const int i = i0 + lane;
+      const bool mine = i < n_pairs && ids[i] == e;
+      const uint32_t m = __ballot_sync(0xffffffffu, mine);
+      if (mine) {
+        const int s = base + __popc(m & ((1u << lane) - 1u));
+        o.slot_token[s] = i / k;
+        o.slot_of[i] = s;
+      }
+      base += __popc(m);
+    }
+  }
+}
+
+inline GroupOut group_out(const Workspace &w) {
+  return GroupOut{w.slot_token, w.slot_of, w.expert_off, w.tiles, w.n_tiles};
+}
+
+}  // namespace ms::cuda::moe

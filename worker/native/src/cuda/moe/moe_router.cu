@@ -1,0 +1,200 @@
+// Router + top-k + softmax over the chosen k, one kernel.
+// A cluster of 8 blocks takes up to kRouterTokens tokens: each block computes the logits of E/8 experts (two warps per
+// expert row, each half of H, bf16 weights read with 128-bit loads and reused for every token) and writes them into
+// the shared memory of the cluster's first block, which then picks, per token, the k largest logits (ties: lower
+// expert index, as the CPU path) and normalises them with a softmax over those k only. Spreading the router over
+// 8 SMs keeps it short at decode, where a single block would wait on its loads one round trip at a time. When one
+// cluster holds every token (decode) it also groups the pairs by expert (moe_group.cuh), saving a launch per layer.
+#include <cooperative_groups.h>
+
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "cuda/moe/moe_group.cuh"
+
+namespace ms::cuda::moe {
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kRouterTokens = 8;
+constexpr int kClusterBlocks = 8;
+constexpr int kRouterWarps = 8;
+constexpr int kMaxExpertsPerLane = 8;  // up to 256 experts
+
+struct RouterSmem {  // offsets (in 4-byte words) into the dynamic shared memory
+  int logits, partial, ids, count, total;
+  __host__ __device__ RouterSmem(int n_experts, int k) {
+    const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
+    logits = 0;
+    partial = logits + kRouterTokens * n_experts;
+    ids = partial + 2 * per_block * kRouterTokens;
+    count = ids + kRouterTokens * k;
+    total = count + 2 * n_experts + 1;
+  }
+};
+
+template <bool kFuseGroup>
+__global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouterWarps * 32)
+    router_topk_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ b, const float *__restrict__ x,
+                       int n_tokens, int hidden, int n_experts, int k, int *__restrict__ ids, float *__restrict__ wts,
+                       __half *__restrict__ xh, int token_tile, GroupOut group) {
+  extern __shared__ float sh[];
+  const RouterSmem lay(n_experts, k);
+  cg::cluster_group cluster = cg::this_cluster();
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");  // "started"; waited on before writing remotely
+  const int rank0 = int(cluster.block_rank());
+  {  // The router weights do not depend on the previous kernel: start pulling this block's rows into L2 now.
+    const int per = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
+    const int e0 = min(n_experts, rank0 * per), e1 = min(n_experts, e0 + per);
+    const char *p = reinterpret_cast<const char *>(w + size_t(e0) * hidden);
+    for (size_t off = threadIdx.x * 128; off < size_t(e1 - e0) * hidden * 2; off += blockDim.x * 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+  }
+  pdl_wait();  // x comes from the previous kernel
+  pdl_trigger();
+  const int rank = int(cluster.block_rank());
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t0 = blockIdx.y * kRouterTokens;
+  const int nt = min(kRouterTokens, n_tokens - t0);
+  // The expert matmuls read x in fp16: convert this cluster's tokens once here, 1/8 of the columns per block.
+  const int own = (hidden / 8 - rank + kClusterBlocks - 1) / kClusterBlocks;  // 8-column chunks rank, rank + 8, ...
+  for (int i = threadIdx.x; i < nt * own; i += blockDim.x) {
+    const int t = i / own, c = (rank + (i - t * own) * kClusterBlocks) * 8;
+    const float4 *src = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
+    const float4 p = src[0], q = src[1];
+    const __half2 h[4] = {__floats2half2_rn(p.x, p.y), __floats2half2_rn(p.z, p.w), __floats2half2_rn(q.x, q.y),
+                          __floats2half2_rn(q.z, q.w)};
+    *reinterpret_cast<uint4 *>(xh + size_t(t0 + t) * hidden + c) = *reinterpret_cast<const uint4 *>(h);
+  }
+  const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
+  const int e_begin = min(n_experts, rank * per_block), n_e = min(n_experts, e_begin + per_block) - e_begin;
+  float *partial = sh + lay.partial;  // [2 * per_block][kRouterTokens]
+  const int n_chunks = hidden / 8, half_chunks = (n_chunks + 1) / 2;
+
+  for (int item = warp; item < 2 * n_e; item += kRouterWarps) {
+    const int e = e_begin + item / 2, c_begin = (item & 1) * half_chunks;
+    const int c_end = min(n_chunks, c_begin + half_chunks);
+    float acc[kRouterTokens];
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) acc[t] = 0.f;
+    const uint16_t *wr = w + size_t(e) * hidden;
+#pragma unroll 6
+    for (int ch = c_begin + lane; ch < c_end; ch += 32) {
+      const int c = ch * 8;
+      const uint4 wv = *reinterpret_cast<const uint4 *>(wr + c);
+      const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
+      float wf[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        wf[2 * i] = __uint_as_float(wu[i] << 16);
+        wf[2 * i + 1] = __uint_as_float(wu[i] & 0xffff0000u);
+      }
+#pragma unroll
+      for (int t = 0; t < kRouterTokens; ++t) {
+        if (t < nt) {
+          const float4 *xp = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
+          const float4 p = xp[0], q = xp[1];
+          acc[t] += wf[0] * p.x + wf[1] * p.y + wf[2] * p.z + wf[3] * p.w + wf[4] * q.x + wf[5] * q.y + wf[6] * q.z +
+                    wf[7] * q.w;
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) {
+      float v = acc[t];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) partial[item * kRouterTokens + t] = v;
+    }
+  }
+  __syncthreads();
+  asm volatile("barrier.cluster.wait;" ::: "memory");
+  float *logits0 = cluster.map_shared_rank(sh + lay.logits, 0);  // [kRouterTokens][n_experts] in the first block
+  for (int i = threadIdx.x; i < n_e * nt; i += blockDim.x) {
+    const int el = i / nt, t = i - el * nt;
+    logits0[t * n_experts + e_begin + el] = partial[(2 * el) * kRouterTokens + t] +
+                                            partial[(2 * el + 1) * kRouterTokens + t] +
+                                            bf16_to_float(b[e_begin + el]);
+  }
+  cluster.sync();
+  if (rank != 0) return;
+
+  int *sids = reinterpret_cast<int *>(sh + lay.ids);
+  for (int t = warp; t < nt; t += kRouterWarps) {
+    const float *lg = sh + lay.logits + t * n_experts;
+    float v[kMaxExpertsPerLane];
+#pragma unroll
+    for (int j = 0; j < kMaxExpertsPerLane; ++j) {
+      const int e = lane + 32 * j;
+      v[j] = e < n_experts ? lg[e] : -FLT_MAX;
+    }
+    uint32_t taken = 0;  // bit j: expert lane + 32 j already chosen
+    float chosen[8];
+    int chosen_id[8];
+    for (int r = 0; r < k; ++r) {
+      float best = -FLT_MAX;
+      int best_e = 0x7fffffff;
+#pragma unroll
+      for (int j = 0; j < kMaxExpertsPerLane; ++j) {
+        const int e = lane + 32 * j;
+        if (e < n_experts && !(taken >> j & 1u) && (v[j] > best || best_e == 0x7fffffff)) {
+          best = v[j];
+          best_e = e;
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+        if (ob > best || (ob == best && oe < best_e)) {
+          best = ob;
+          best_e = oe;
+        }
+      }
+      if ((best_e & 31) == lane) taken |= 1u << (best_e >> 5);
+      chosen[r] = best;
+      chosen_id[r] = best_e;
+    }
+    if (lane == 0) {
+      float sum = 0.f, ex[8];
+      for (int r = 0; r < k; ++r) {
+        ex[r] = expf(chosen[r] - chosen[0]);
+        sum += ex[r];
+      }
+      const int tok = t0 + t;
+      for (int r = 0; r < k; ++r) {
+        ids[tok * k + r] = chosen_id[r];
+        wts[tok * k + r] = ex[r] / sum;
+        sids[t * k + r] = chosen_id[r];
+      }
+    }
+  }
+  if constexpr (kFuseGroup) {
+    __syncthreads();
+    int *count = reinterpret_cast<int *>(sh + lay.count);
+    group_pairs(sids, n_tokens * k, n_experts, k, token_tile, count, count + n_experts, group);
+  }
+}
+
+}  // namespace
+
+bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
+                        cudaStream_t stream) {
+  const int token_blocks = (n_tokens + kRouterTokens - 1) / kRouterTokens;
+  const size_t smem = size_t(RouterSmem(l.n_experts, l.top_k).total) * sizeof(float);
+  const dim3 grid(kClusterBlocks, token_blocks);
+  if (token_blocks == 1) {
+    launch_pdl(router_topk_kernel<true>, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x,
+               n_tokens, l.hidden, l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh),
+               token_tile, group_out(w));
+    return true;
+  }
+  launch_pdl(router_topk_kernel<false>, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x,
+             n_tokens, l.hidden, l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh),
+             token_tile, GroupOut{});
+  return false;
+}
+
+}  // namespace ms::cuda::moe
