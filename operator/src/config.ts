@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { defaultPlanConfig, type PlanConfig } from './controller/plan.js';
 import type { Level } from './telemetry/logger.js';
+import { parseBytes } from './weightcache/keys.js';
+import { defaultWeightCacheConfig, type WeightCacheConfig } from './weightcache/desired.js';
 
 export interface OperatorConfig {
   kubeconfig?: string;
@@ -23,6 +25,8 @@ export interface OperatorConfig {
   /** Redis shared with the gateway (queue depth, autoscaler state); no autoscaler without it. */
   redisUrl?: string;
   plan: PlanConfig;
+  /** The node-local weight cache (spec.prewarm.nodeCache): where, how big, and the stager Jobs' image. */
+  weightCache: WeightCacheConfig;
 }
 
 const flags: Record<string, { env: string; help: string }> = {
@@ -45,6 +49,25 @@ const flags: Record<string, { env: string; help: string }> = {
   'fetch-command': { env: 'MODELSERVE_FETCH_COMMAND', help: 'weights download entry point (init container)' },
   'cluster-domain': { env: 'MODELSERVE_CLUSTER_DOMAIN', help: 'Service DNS suffix (default cluster.local)' },
   'redis-url': { env: 'MODELSERVE_REDIS_URL', help: 'Redis of the gateway queues; runs the autoscaler when set' },
+  'weight-cache-dir': {
+    env: 'MODELSERVE_WEIGHT_CACHE_DIR',
+    help: 'node-local weight cache root on GPU nodes (default /var/lib/modelserve/weights)',
+  },
+  'weight-cache-budget': {
+    env: 'MODELSERVE_WEIGHT_CACHE_BUDGET',
+    help: 'disk budget of the cache per node, e.g. 500Gi (default: unlimited)',
+  },
+  'weight-cache-retries': { env: 'MODELSERVE_WEIGHT_CACHE_RETRIES', help: 'stager Job backoffLimit (default 2)' },
+  'stager-image': { env: 'MODELSERVE_STAGER_IMAGE', help: 'image of the weight-cache stager Jobs' },
+  'stager-command': { env: 'MODELSERVE_STAGER_COMMAND', help: 'stager entry point, JSON array or space-separated' },
+  'hf-token-secret': {
+    env: 'MODELSERVE_HF_TOKEN_SECRET',
+    help: "Secret (key token) in a deployment's namespace: HF_TOKEN of its hf:// stagers",
+  },
+  'hf-endpoint': {
+    env: 'HF_ENDPOINT',
+    help: 'Hugging Face Hub (or mirror) for hf:// sources (default huggingface.co)',
+  },
 };
 
 export function usage(): string {
@@ -99,6 +122,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
   if (!['true', 'false'].includes(leaderElect)) throw new Error(`--leader-elect: expected true or false`);
   const workerCommand = get('worker-command');
   const fetchCommand = get('fetch-command');
+  const stagerCommand = get('stager-command');
+  const cacheDir = get('weight-cache-dir') || defaultWeightCacheConfig.hostPath;
+  if (!cacheDir.startsWith('/')) throw new Error(`--weight-cache-dir: expected an absolute path, got ${cacheDir}`);
+  const budget = get('weight-cache-budget') || undefined;
+  if (budget) parseBytes(budget, '--weight-cache-budget');
   return {
     kubeconfig: get('kubeconfig') || undefined,
     watchNamespace: get('namespace') || undefined,
@@ -120,6 +148,21 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
       workerCommand: workerCommand !== undefined ? parseCommand(workerCommand) : defaultPlanConfig.workerCommand,
       fetchCommand: fetchCommand !== undefined ? parseCommand(fetchCommand) : defaultPlanConfig.fetchCommand,
       clusterDomain: get('cluster-domain') || defaultPlanConfig.clusterDomain,
+      weightCacheDir: cacheDir,
+    },
+    weightCache: {
+      hostPath: cacheDir,
+      ...(budget ? { budget } : {}),
+      stagerImage: get('stager-image') || defaultWeightCacheConfig.stagerImage,
+      stagerCommand: stagerCommand !== undefined ? parseCommand(stagerCommand) : defaultWeightCacheConfig.stagerCommand,
+      ...(get('hf-endpoint') ? { hfEndpoint: get('hf-endpoint') } : {}),
+      ...(get('hf-token-secret') ? { hfTokenSecret: get('hf-token-secret') } : {}),
+      jobRetries: positiveNumber(
+        'weight-cache-retries',
+        get('weight-cache-retries'),
+        defaultWeightCacheConfig.jobRetries,
+        true,
+      ),
     },
   };
 }

@@ -9,6 +9,7 @@ import { KubeClient } from './k8s/rest.js';
 import { boundPort, startHttpServer } from './server.js';
 import { createLogger } from './telemetry/logger.js';
 import * as metrics from './telemetry/metrics.js';
+import { WeightCacheController } from './weightcache/controller.js';
 
 function loadConfig(): OperatorConfig {
   if (process.argv.includes('--help')) {
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
 
   let controller: Controller | undefined;
   let autoscaler: Autoscaler | undefined;
+  let weightCache: WeightCacheController | undefined;
   let synced = false;
   let shuttingDown = false;
   const server = await startHttpServer(config.httpHost, config.httpPort, {
@@ -55,6 +57,18 @@ async function main(): Promise<void> {
       log,
     );
     await controller.start();
+    // The node-local weight cache (spec.prewarm.nodeCache): stager Jobs, node labels, WeightsCached; leader only.
+    weightCache = new WeightCacheController(
+      client,
+      {
+        config: config.weightCache,
+        namespace: config.watchNamespace,
+        resyncMs: config.resyncMs,
+        identity: config.identity,
+      },
+      log.child({ component: 'weight-cache' }),
+    );
+    await weightCache.start();
     synced = true;
     // The autoscaler is a leader-only loop beside the reconciler (it writes through /scale, never the Deployment).
     if (config.redisUrl) {
@@ -109,6 +123,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     await autoscaler?.stop();
+    await weightCache?.stop();
     await controller?.stop();
     await elector?.release();
     metrics.isLeader.set(0);

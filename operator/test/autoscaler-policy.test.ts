@@ -259,6 +259,103 @@ describe('autoscaling policy: rules', () => {
   });
 });
 
+describe('autoscaling policy: prompt tokens, warm floor, standbys', () => {
+  const slo = { ttftP95Ms: 2000 };
+
+  it('sizes on prompt tokens when they are known: arrival / P + queued / (P x TTFT target)', () => {
+    const c = config({ slo, prefillTokensPerSecond: 10_000 });
+    // 3 requests would be one replica by count (8 per replica); 60,000 queued prompt tokens are 6 replica-seconds.
+    const d = decide(
+      input(c, {
+        currentReplicas: 4,
+        readyReplicas: 4,
+        workerWaiting: 3,
+        queuedPromptTokens: 60_000,
+        promptTokensPerSecond: 20_000,
+      }),
+      initialState(0, 4),
+      0,
+    );
+    // 20,000 / 10,000 + 60,000 / (10,000 x 2 s) = 5.
+    expect(d.recommendation).toBe(5);
+    expect(d.desiredReplicas).toBe(5);
+    expect(d.message).toMatch(/prompt tokens: 20000\/s arriving, 60000 queued, 10000\/s per replica/);
+  });
+
+  it('panics at once when the queued prompts predict a TTFT over the target, before any p95 shows it', () => {
+    const c = config({ slo, prefillTokensPerSecond: 10_000, panicThreshold: 1000 });
+    // Two requests, 50,000 tokens: 5 s of prefill on one replica, over the 2 s target.
+    const d = decide(
+      input(c, { workerWaiting: 2, queuedPromptTokens: 50_000, promptTokensPerSecond: 0, ttftP95Ms: 100 }),
+      initialState(0, 1),
+      0,
+    );
+    expect(d.panic).toBe(true);
+    expect(d.reason).toBe('Panic');
+    expect(d.desiredReplicas).toBe(3); // 50,000 / (10,000 x 2)
+    expect(d.message).toMatch(/queued prompts wait 5\.0s on 1 ready/);
+  });
+
+  it('learns the prefill rate only from ticks with waiting prompts, and uses it after a few of them', () => {
+    const c = config({ slo });
+    // No configured rate: the first ticks fall back to request counts.
+    const r = run(c, 8, () => ({ workerWaiting: 4, queuedPromptTokens: 60_000, promptTokensPerSecond: 24_000 }));
+    expect(r.decisions[0]!.message).toMatch(/demand 4/);
+    expect(r.decisions[0]!.recommendation).toBe(1); // 4 requests / 8 per replica
+    // From the fifth sample: 24,000 / 24,000 + 60,000 / (24,000 x 2 s) = 2.25 -> 3.
+    expect(r.decisions[4]!.recommendation).toBe(1);
+    expect(r.decisions[6]!.recommendation).toBe(3);
+    // The first sample (tick 1) is 24,000 on 1 replica; later ones on more replicas are lower and do not lower it.
+    expect(r.state.prefillRate).toBe(24_000);
+    // Ticks whose backlog is smaller than the interval's finished tokens (replicas not saturated) measure nothing.
+    const light = run(c, 8, () => ({ workerRunning: 4, queuedPromptTokens: 900, promptTokensPerSecond: 500 }));
+    expect(light.state.prefillRate ?? null).toBeNull();
+  });
+
+  it('keeps a warm floor after a burst: its peak for 12 start-up times, then half of it until the window ends', () => {
+    const c = config({ scaleDownStabilizationSeconds: 300, burstHoldSeconds: 30, stableWindowSeconds: 2 });
+    // The burst asks for 10 at t = 0; ticks 1-2 see 1 ready and tick 3 (t = 6 s) all 10: measured from the first
+    // tick that saw the shortfall, the start-up took 4 s, so the peak holds 48 s.
+    const r = run(c, 200, (i, current) => ({
+      gatewayQueue: i < 5 ? 80 : 0,
+      workerRunning: 1,
+      readyReplicas: i < 3 ? 1 : current,
+    }));
+    expect(r.decisions[0]!.desiredReplicas).toBe(10);
+    expect(r.state.startupMs).toBe(4000);
+    // The last peak recommendation was at tick 4 (t = 8 s): held through t = 54 s, half of it from t = 56 s.
+    expect(r.decisions[27]!.desiredReplicas).toBe(10);
+    expect(r.decisions[28]!.desiredReplicas).toBe(5);
+    expect(r.decisions[150]!.desiredReplicas).toBe(5);
+    expect(r.decisions[150]!.reason).toBe('Stabilizing');
+    // After the whole window (t > 308 s) the half goes too.
+    expect(r.decisions[160]!.desiredReplicas).toBeLessThan(5);
+  });
+
+  it('holds the whole window until a start-up time was measured', () => {
+    const c = config({ scaleDownStabilizationSeconds: 300, burstHoldSeconds: 30, stableWindowSeconds: 2 });
+    const r = run(c, 200, (i) => ({ gatewayQueue: i < 5 ? 80 : 0, workerRunning: 1 }));
+    expect(r.state.startupMs ?? null).toBeNull();
+    expect(r.decisions[150]!.desiredReplicas).toBe(10);
+  });
+
+  it('does not hold capacity that loaded standbys give back within a second', () => {
+    const c = config({ scaleDownStabilizationSeconds: 300, burstHoldSeconds: 60, stableWindowSeconds: 2 });
+    const burst = (standbyReady: number) =>
+      run(c, 40, (i) => ({ gatewayQueue: i < 5 ? 80 : 0, workerRunning: 1, standbyReady }));
+    expect(burst(0).decisions[20]!.desiredReplicas).toBe(10);
+    // Two standbys: the hold is 10 - 2.
+    expect(burst(2).decisions[20]!.desiredReplicas).toBe(8);
+  });
+
+  it('releases nothing while requests wait in the gateway queue', () => {
+    const c = config({ scaleDownStabilizationSeconds: 0, stableWindowSeconds: 2, queueDepthPerReplica: 100 });
+    const r = run(c, 10, () => ({ gatewayQueue: 3 }), { current: 6, state: undefined, t0: 0 });
+    expect(r.decisions.every((d) => d.desiredReplicas === 6)).toBe(true);
+    expect(r.decisions[5]!.message).toMatch(/still wait for a replica/);
+  });
+});
+
 const arbConfig = fc
   .record({
     minReplicas: fc.integer({ min: 0, max: 4 }),
@@ -270,6 +367,8 @@ const arbConfig = fc
     up: fc.integer({ min: 0, max: 30 }),
     down: fc.integer({ min: 0, max: 300 }),
     zero: fc.integer({ min: 0, max: 300 }),
+    hold: fc.integer({ min: 0, max: 120 }),
+    prefill: fc.option(fc.integer({ min: 1000, max: 50_000 }), { nil: undefined }),
   })
   .map((r): PolicyConfig =>
     config({
@@ -282,6 +381,8 @@ const arbConfig = fc
       scaleUpStabilizationSeconds: r.up,
       scaleDownStabilizationSeconds: r.down,
       scaleToZeroAfterSeconds: r.zero,
+      burstHoldSeconds: r.hold,
+      ...(r.prefill !== undefined ? { prefillTokensPerSecond: r.prefill } : {}),
     }),
   );
 
@@ -295,6 +396,9 @@ const arbTick = fc.record({
   signalsAvailable: fc.oneof(fc.constant(true), fc.constant(true), fc.constant(true), fc.constant(false)),
   readyLag: fc.integer({ min: 0, max: 3 }),
   completedPerSecond: fc.option(fc.double({ min: 0, max: 200, noNaN: true }), { nil: undefined }),
+  queuedPromptTokens: fc.option(fc.integer({ min: 0, max: 500_000 }), { nil: undefined }),
+  promptTokensPerSecond: fc.option(fc.double({ min: 0, max: 200_000, noNaN: true }), { nil: undefined }),
+  standbyReady: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined }),
 });
 
 describe('autoscaling policy: properties', () => {
@@ -327,7 +431,7 @@ describe('autoscaling policy: properties', () => {
     );
   });
 
-  it('never scales down inside the stabilization window (except to zero after idleness, or to a lowered cap)', () => {
+  it('scales down only to the warm floor: the peak of burstHoldSeconds, half the peak of the whole window', () => {
     fc.assert(
       fc.property(arbConfig, fc.array(arbTick, { minLength: 1, maxLength: 120 }), (c, ticks) => {
         const r = run(c, ticks.length, (i, current) => {
@@ -335,15 +439,21 @@ describe('autoscaling policy: properties', () => {
           return { ...t, readyReplicas: Math.max(0, current - readyLag) };
         });
         const windowMs = c.scaleDownStabilizationSeconds * 1000;
+        const holdMs = Math.min(c.burstHoldSeconds, c.scaleDownStabilizationSeconds) * 1000;
         r.decisions.forEach((d, i) => {
-          const before = r.inputs[i]!.currentReplicas;
+          const inp = r.inputs[i]!;
+          const before = inp.currentReplicas;
           if (d.desiredReplicas >= before || d.desiredReplicas === 0 || before > replicaCap(c).cap) return;
-          // Every recommendation made inside the window is at most the new count.
+          // Standbys stand in for the part of the floor they can give back at once.
+          const floor = d.desiredReplicas + (inp.standbyReady ?? 0);
           for (let j = 0; j <= i; j++) {
-            if (r.times[j]! > r.times[i]! - windowMs && r.inputs[j]!.signalsAvailable) {
-              expect(r.decisions[j]!.recommendation).toBeLessThanOrEqual(d.desiredReplicas);
-            }
+            if (!(r.times[j]! > r.times[i]! - windowMs) || !r.inputs[j]!.signalsAvailable) continue;
+            const rec = r.decisions[j]!.recommendation;
+            expect(Math.ceil(rec / c.maxScaleDownRate)).toBeLessThanOrEqual(floor);
+            if (r.times[j]! > r.times[i]! - holdMs) expect(rec).toBeLessThanOrEqual(floor);
           }
+          // Nothing goes while requests wait for a replica.
+          expect(inp.gatewayQueue).toBe(0);
         });
       }),
       { numRuns: 300 },
@@ -391,10 +501,17 @@ describe('autoscaling policy: properties', () => {
         fc.integer({ min: 0, max: 300 }),
         fc.integer({ min: 0, max: 50 }),
         fc.integer({ min: 0, max: 10 }),
-        (c, queue, running, start) => {
+        fc.option(
+          fc.record({ queued: fc.integer({ min: 0, max: 200_000 }), done: fc.integer({ min: 0, max: 100_000 }) }),
+          {
+            nil: undefined,
+          },
+        ),
+        (c, queue, running, start, tokens) => {
           // Settle for longer than every window, then watch 200 more ticks with the same input.
           const settle = Math.ceil((Math.max(c.scaleDownStabilizationSeconds, c.scaleToZeroAfterSeconds) + 120) / 2);
-          const r = run(c, settle + 200, () => ({ gatewayQueue: queue, workerRunning: running }), {
+          const prompt = tokens ? { queuedPromptTokens: tokens.queued, promptTokensPerSecond: tokens.done } : {};
+          const r = run(c, settle + 200, () => ({ gatewayQueue: queue, workerRunning: running, ...prompt }), {
             current: start,
             state: undefined,
             t0: 0,

@@ -3,9 +3,10 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { burstOutcomes, findBursts } from '../../hack/sim/bursts.js';
 import { OURS_CONFIG, oursPolicy, staticPolicy } from '../../hack/sim/policies.js';
-import { simulate, type SimOptions } from '../../hack/sim/simulator.js';
-import { loadTrace, scaleTrace, type TraceRequest } from '../../hack/sim/trace.js';
+import { simulate, type ClusterView, type SimOptions, type SimPolicy } from '../../hack/sim/simulator.js';
+import { jitterTrace, loadTrace, scaleTrace, type TraceRequest } from '../../hack/sim/trace.js';
 import { expertsTouched, GPT_OSS_120B_H100, prefillThroughput, stepSeconds } from '../../hack/sim/workerModel.js';
 
 const options: SimOptions = {
@@ -64,6 +65,66 @@ describe('simulator', () => {
     expect(r.sloAttainment).toBe(0);
   });
 
+  it('runs a request that arrives during a step in the next step, not in the one already running', () => {
+    const m = GPT_OSS_120B_H100;
+    const two: TraceRequest[] = [
+      { t: 0, context: 1000, generated: 2 },
+      { t: 0.001, context: 1000, generated: 2 },
+    ];
+    const r = simulate(two, staticPolicy('static', 1), options);
+    const first = stepSeconds(m, { decodes: 0, prefillTokens: 1000, prefillAttendTokens: 1000 * 500, kvTokens: 0 });
+    // Step 2: the first request's decode and the second's whole prefill.
+    const second = stepSeconds(m, { decodes: 1, prefillTokens: 1000, prefillAttendTokens: 1000 * 500, kvTokens: 1000 });
+    expect(r.ttftP50).toBeCloseTo(first, 9);
+    expect(r.ttftP99).toBeCloseTo(first + second - 0.001, 9);
+  });
+
+  it("shows the policy the workers' TTFT histogram, which leaves out the time spent in the gateway queue", () => {
+    // Two 8,000-token prompts on one replica with one in flight: the second waits in the gateway for the first.
+    const pair: TraceRequest[] = [
+      { t: 0, context: 8000, generated: 1 },
+      { t: 0, context: 8000, generated: 1 },
+    ];
+    const seen: ClusterView[] = [];
+    const watcher: SimPolicy = {
+      name: 'watch',
+      tickSeconds: 0.05,
+      initialReplicas: 1,
+      decide: (v) => (seen.push(v), 1),
+    };
+    const r = simulate(pair, watcher, { ...options, maxInflightPerWorker: 1, ttftWindowS: 60 });
+    const prefill = stepSeconds(GPT_OSS_120B_H100, {
+      decodes: 0,
+      prefillTokens: 8000,
+      prefillAttendTokens: 8000 * 4000,
+      kvTokens: 0,
+    });
+    expect(r.ttftP99).toBeCloseTo(2 * prefill, 9); // end to end
+    const last = seen[seen.length - 1]!;
+    // Both worker-side TTFTs are one prefill (~0.3 s), in the 0.25-0.5 s bucket: the p95 interpolates inside it.
+    expect(last.ttftP95Ms).toBeGreaterThan(250);
+    expect(last.ttftP95Ms).toBeLessThanOrEqual(500);
+    expect(seen.some((v) => v.gatewayQueue === 1 && v.queuedPromptTokens >= 8000)).toBe(true);
+  });
+
+  it('promotes a loaded standby in promoteS, tops the pool back up with a cold start, and bills standbys', () => {
+    const later: TraceRequest[] = [{ t: 10, context: 1000, generated: 3 }];
+    const upAt10: SimPolicy = { name: 'up', tickSeconds: 1, initialReplicas: 0, decide: (v) => (v.now >= 10 ? 1 : 0) };
+    const withStandby = simulate(later, upAt10, { ...options, standbyReplicas: 1, promoteS: 1 });
+    const cold = simulate(later, upAt10, options);
+    const prefill = stepSeconds(GPT_OSS_120B_H100, {
+      decodes: 0,
+      prefillTokens: 1000,
+      prefillAttendTokens: 1000 * 500,
+      kvTokens: 0,
+    });
+    expect(withStandby.ttftP50).toBeCloseTo(1 + prefill, 6);
+    expect(cold.ttftP50).toBeCloseTo(options.coldStartS + prefill, 6);
+    // The standby held a GPU from t=0 until its promotion (10 s) and its replacement from then to the end.
+    expect(withStandby.standbyGpuHours).toBeCloseTo(withStandby.durationS / 3600, 6);
+    expect(cold.standbyGpuHours).toBe(0);
+  });
+
   it('rejects requests past the queue bound and counts them as misses', () => {
     const burst: TraceRequest[] = Array.from({ length: 300 }, () => ({ t: 0, context: 4000, generated: 10 }));
     const r = simulate(burst, staticPolicy('static', 1), options);
@@ -93,10 +154,53 @@ describe('trace loader', () => {
     expect(scaleTrace(t, 5)[1]!.t).toBeCloseTo(0.3, 6);
   });
 
+  it('jitters arrivals by at most ±0.25 s, the same way for the same seed, and keeps them in order', () => {
+    const t: TraceRequest[] = Array.from({ length: 200 }, (_, i) => ({ t: i * 0.1, context: i + 1, generated: 1 }));
+    const a = jitterTrace(t, 7);
+    expect(a).toEqual(jitterTrace(t, 7));
+    expect(a).not.toEqual(jitterTrace(t, 8));
+    expect(a.every((r, i) => i === 0 || r.t >= a[i - 1]!.t)).toBe(true);
+    for (const r of a) expect(Math.abs(r.t - (r.context - 1) * 0.1)).toBeLessThanOrEqual(0.25 + 1e-9);
+  });
+
   it('names the file and line of a malformed row, and a wrong header', () => {
     expect(() => loadTrace(write('TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n'))).toThrow(
       /t\.csv:2: malformed/,
     );
     expect(() => loadTrace(write('a,b,c\n'))).toThrow(/expected header/);
+  });
+});
+
+describe('burst analysis', () => {
+  const perReplica = prefillThroughput(GPT_OSS_120B_H100, 2000);
+  // Light load (one 2,000-token prompt every 2 s) for two minutes, then 120 such prompts in 4 s.
+  const quiet: TraceRequest[] = Array.from({ length: 60 }, (_, i) => ({ t: 2 * i, context: 2000, generated: 2 }));
+  const spike: TraceRequest[] = Array.from({ length: 120 }, (_, i) => ({
+    t: 120 + i / 30,
+    context: 2000,
+    generated: 2,
+  }));
+  const trace = [...quiet, ...spike];
+
+  it('finds the burst above what the previous minute warranted and sizes it', () => {
+    const bursts = findBursts(trace, perReplica);
+    expect(bursts).toHaveLength(1);
+    const b = bursts[0]!;
+    expect(b.start).toBe(120);
+    expect(b.requests).toBe(120);
+    expect(b.promptTokens).toBe(240_000);
+    expect(b.warranted).toBe(1);
+    expect(b.needed).toBe(Math.ceil(60_000 / perReplica));
+    expect(b.oneReplicaS).toBeCloseTo(240_000 / perReplica, 9);
+  });
+
+  it('counts requests no reactive policy serves: many with a 30 s start, fewer with 5 s, none with enough ready', () => {
+    const [o] = burstOutcomes(trace, findBursts(trace, perReplica), { ...options, maxQueue: 1000 }, [
+      ['30 s', 30],
+      ['5 s', 5],
+    ]);
+    expect(o!.unservable['30 s']).toBeGreaterThan(o!.unservable['5 s']!);
+    expect(o!.unservable['5 s']).toBeGreaterThan(0);
+    expect(o!.missedPreProvisioned).toBe(0);
   });
 });

@@ -30,9 +30,11 @@ describe('plan', () => {
       expect(obj.metadata!.annotations![ANNOTATION_SPEC_HASH]).toMatch(/^[0-9a-f]{16}$/);
     }
     expect(p.deployment.spec!.selector.matchLabels).toEqual(p.selector);
-    expect(p.service.spec!.selector).toEqual(p.selector);
+    // The Service selects serving pods only: standbys are left out of its EndpointSlices (controller/standby.ts).
+    expect(p.service.spec!.selector).toEqual({ ...p.selector, 'serving.modelserve.dev/role': 'serving' });
+    expect(p.servingSelector).toEqual(p.service.spec!.selector);
     expect(p.podDisruptionBudget.spec!.selector!.matchLabels).toEqual(p.selector);
-    expect(p.deployment.spec!.template.metadata!.labels).toEqual(expect.objectContaining(p.selector));
+    expect(p.deployment.spec!.template.metadata!.labels).toEqual(expect.objectContaining(p.servingSelector));
     expect(p.endpoint).toBe('http://gpt.ml.svc.cluster.local:8000');
     expect(p.service.spec!.clusterIP).toBe('None');
   });

@@ -79,7 +79,9 @@ describe('reconciling a ModelDeployment', () => {
         replicas: 2,
         desiredReplicas: 2,
         observedGeneration: 1,
-        selector: 'app.kubernetes.io/name=modelserve-worker,app.kubernetes.io/instance=chat',
+        // Serving pods only (standbys, controller/standby.ts, carry role=standby).
+        selector:
+          'app.kubernetes.io/name=modelserve-worker,app.kubernetes.io/instance=chat,serving.modelserve.dev/role=serving',
         endpoint: 'http://chat.default.svc.cluster.local:8000',
       }),
     );

@@ -159,8 +159,10 @@ export interface ModelDeploymentSpecAutoscalingScheduleItem {
 
 /** Making new replicas serve within seconds. */
 export interface ModelDeploymentSpecPrewarm {
-  /** Pre-stage the weights on the GPU nodes' local disk so a new replica loads from there. */
+  /** Pre-stage the weights on the local disk of every GPU node a worker may run on (one stager Job per node, resumable and SHA-256 verified); ready nodes get the label cache.modelserve.dev/<key>=ready, worker pods prefer them and mount the cache read-only, and the WeightsCached condition counts them. The cache directory and its disk budget are operator settings (--weight-cache-dir, --weight-cache-budget). */
   nodeCache: boolean;
+  /** Node labels that narrow which of the matching GPU nodes get the cache (for example one node pool); every matching node when unset. */
+  nodeCacheSelector?: Record<string, string>;
   /** Extra replicas kept loaded but not routed to, promoted when scaling up. */
   standbyReplicas: number;
 }
@@ -207,6 +209,8 @@ export interface ModelDeploymentStatus {
   endpoint?: string;
   /** Ready, Progressing, Degraded (operator); WeightsCached (prewarm); SLOMet, ScalingLimited (autoscaler). */
   conditions?: Array<ModelDeploymentStatusConditionItem>;
+  /** The node-local weight cache of this model (spec.prewarm.nodeCache), by the weight-cache controller. */
+  nodeCache?: ModelDeploymentStatusNodeCache;
   /** Inputs of the latest autoscaling decision. */
   signals?: ModelDeploymentStatusSignals;
   /** The latest scaling decisions, newest last. */
@@ -227,6 +231,18 @@ export interface ModelDeploymentStatusConditionItem {
   reason: string;
   /** Human-readable details. */
   message: string;
+}
+
+/** The node-local weight cache of this model (spec.prewarm.nodeCache), by the weight-cache controller. */
+export interface ModelDeploymentStatusNodeCache {
+  /** Directory of the cache entry under the cache root on each node (model, revision, key). */
+  entry?: string;
+  /** Content key of the entry; ready nodes carry the label cache.modelserve.dev/<key>=ready. */
+  key?: string;
+  /** GPU nodes the entry is staged on. */
+  nodes?: number;
+  /** Nodes whose copy is complete and verified. */
+  readyNodes?: number;
 }
 
 /** Inputs of the latest autoscaling decision. */

@@ -9,12 +9,22 @@
 //   panic rec   = ceil(mean demand over the panic window / queueDepthPerReplica); panic starts when it is at least
 //                 panicThreshold x the ready replicas and lasts a stable window after the last trigger; while in
 //                 panic the count only goes up
+//   token rec   = (prompt tokens/s arriving + queued prompt tokens / the TTFT target) / P, P = one replica's prefill
+//                 tokens/s (configured, else measured); when the prompt-token signals are there it replaces the two
+//                 views above
+//                 (request counts say little when prompts range from 100 to 30,000 tokens), and a queue whose
+//                 predicted wait (queued tokens / (ready x P)) already exceeds the TTFT target starts panic at once,
+//                 before any late first token shows in the p95
 //   SLO rec     = ready x min(observed p95 / target, maxSloFactor) (at least ready + 1) when a target is missed,
 //                 counted only once the ready count has been unchanged for sloSettleSeconds (the p95 must describe
 //                 the current capacity, or it would raise the count again for latencies the last step already fixed)
 //   floor       = max(minReplicas, active schedule floor, 1 while not idle for scaleToZeroAfterSeconds)
 //   cap         = min(maxReplicas, floor(maxGPUs / gpusPerReplica))
-// then HPA-style stabilization (up: min of the recommendations over the up window; down: max over the down window),
+// then HPA-style stabilization (up: min of the recommendations over the up window; down: the peak of the last
+// holdStartupMultiple x the measured start-up time, and at least peak / maxScaleDownRate of the whole down window —
+// a warm floor that decays after a burst, sooner where replicas start fast, instead of holding its peak for the
+// whole window; capacity that loaded standbys give back within a second is not held; nothing is released while
+// requests wait in the gateway queue),
 // scale from zero at once, scale to zero after idleness, no further scale-up while pods are Pending, and while
 // replicas are starting only a demand of panicThreshold x the count asked for adds more.
 import type { Reason } from './reasons.js';
@@ -45,6 +55,15 @@ export interface PolicyConfig {
   maxScaleDownRate: number;
   /** The backlog should drain within this many seconds (with the measured service rate). */
   drainSeconds: number;
+  /**
+   * A scale-down keeps the highest recommendation of holdStartupMultiple x the measured start-up time (at least
+   * burstHoldSeconds, at most the down window; the whole window until a start-up was measured), then
+   * peak / maxScaleDownRate until the window ends.
+   */
+  burstHoldSeconds: number;
+  holdStartupMultiple: number;
+  /** Prefill tokens/s of one replica (from the engine's benchmark); wins over the measured figure. */
+  prefillTokensPerSecond?: number;
 }
 
 /** Tuning that the CRD does not expose; the CRD's fields come from spec.autoscaling. */
@@ -57,6 +76,9 @@ export const DEFAULT_TUNING = {
   pendingTimeoutSeconds: 120,
   maxScaleDownRate: 2,
   drainSeconds: 20,
+  burstHoldSeconds: 60,
+  // 12 x a 30 s cold start is beyond the CRD's default 300 s window (so cold starts keep it); 5 s starts hold 60 s.
+  holdStartupMultiple: 12,
 } satisfies Partial<PolicyConfig>;
 
 export interface PolicyInput {
@@ -76,6 +98,15 @@ export interface PolicyInput {
   itlP95Ms?: number;
   /** Requests the ready workers finished per second since the previous tick; undefined when unknown. */
   completedPerSecond?: number;
+  /**
+   * Prompt tokens of the requests waiting (gateway queue + admitted, not started); undefined when unknown. With
+   * promptTokensPerSecond it turns on the token view.
+   */
+  queuedPromptTokens?: number;
+  /** Prompt tokens the ready workers finished per second since the previous tick (vllm:prompt_tokens_total). */
+  promptTokensPerSecond?: number;
+  /** Standby replicas loaded and ready to be promoted (spec.prewarm.standbyReplicas); undefined means none. */
+  standbyReady?: number;
   /** Highest minReplicas among the schedules active now (0 when none); see schedule.ts. */
   scheduleFloor: number;
   /** False when the queue could not be read (Redis down): hold the count, never scale down blind. */
@@ -102,6 +133,14 @@ export interface PolicyState {
   lastScaleDownMs?: number | null;
   /** Requests per second one replica finishes when it has a backlog (moving average; absent until measured). */
   serviceRate?: number | null;
+  /** Prompt tokens per second one replica prefilled while saturated (highest sample; absent until measured). */
+  prefillRate?: number | null;
+  /** [unix ms, queued prompt tokens] at the previous tick, for the growth of the token queue. */
+  queuedTokens?: [number, number] | null;
+  /** How many ticks measured prefillRate. */
+  prefillSamples?: number;
+  /** Time from a scale-up to all asked-for replicas ready (moving average; absent until measured). */
+  startupMs?: number | null;
 }
 
 export type LimitedBy = 'BudgetLimited' | 'MaxReplicas';
@@ -198,7 +237,14 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
   if (input.pendingPods > 0) s.pendingSinceMs ??= nowMs;
   else s.pendingSinceMs = null;
   if (input.readyReplicas < current) s.startingSinceMs ??= nowMs;
-  else s.startingSinceMs = null;
+  else {
+    // Replicas asked for are all ready: how long that took is the start-up time the warm floor weighs.
+    if (s.startingSinceMs != null && current > 0) {
+      const took = nowMs - s.startingSinceMs;
+      s.startupMs = s.startupMs ? 0.7 * s.startupMs + 0.3 * took : took;
+    }
+    s.startingSinceMs = null;
+  }
   const stableMs = c.stableWindowSeconds * 1000;
   s.demand = s.demand.filter(([t]) => t > nowMs - Math.max(stableMs, c.panicWindowSeconds * 1000));
 
@@ -229,16 +275,22 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
   }
   const capByRate = (n: number) => (rateRec === undefined ? n : Math.min(n, rateRec));
 
-  if (input.readyReplicas > 0 && panicValue >= c.panicThreshold * input.readyReplicas) {
+  // Token view: prefill work in replica-seconds; "burning" = the queued prompts alone already miss the TTFT target.
+  const tokens = tokenView(input, s, c, nowMs, demand);
+  const burning = tokens !== undefined && input.readyReplicas > 0 && tokens.predictedWaitS > sloSeconds(c);
+  if (input.readyReplicas > 0 && (tokens ? tokens.panicValue : panicValue) >= c.panicThreshold * input.readyReplicas) {
     s.panicUntilMs = nowMs + stableMs;
   }
+  if (burning) s.panicUntilMs = nowMs + stableMs;
   const panic = s.panicUntilMs !== null && nowMs < s.panicUntilMs;
   if (!panic) s.panicUntilMs = null;
 
   // Which signal asks for the most; ties go to the more urgent reason.
-  let rec = capByRate(stableRec);
+  let rec = tokens ? tokens.rec : capByRate(stableRec);
   let reason: Reason = 'QueueDepth';
-  let why = `demand ${demand} (gateway ${input.gatewayQueue}, waiting ${input.workerWaiting}, running ${input.workerRunning}), ${target}/replica`;
+  let why = tokens
+    ? `prompt tokens: ${Math.round(tokens.arrival)}/s arriving, ${input.queuedPromptTokens} queued, ${Math.round(tokens.perReplica)}/s per replica`
+    : `demand ${demand} (gateway ${input.gatewayQueue}, waiting ${input.workerWaiting}, running ${input.workerRunning}), ${target}/replica`;
 
   const ratio = sloRatio(input);
   const sloSettled = nowMs - s.readyChangedMs >= c.sloSettleSeconds * 1000;
@@ -250,10 +302,13 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
       why = `p95 ${ratio.toFixed(2)}x the SLO target (ttft ${fmt(input.ttftP95Ms)} ms, itl ${fmt(input.itlP95Ms)} ms) on ${input.readyReplicas} ready`;
     }
   }
-  if (panic && Math.max(capByRate(panicRec), current) >= rec) {
-    rec = Math.max(capByRate(panicRec), current);
+  const panicAsk = tokens ? tokens.rec : capByRate(panicRec);
+  if (panic && Math.max(panicAsk, current) >= rec) {
+    rec = Math.max(panicAsk, current);
     reason = 'Panic';
-    why = `burst: ${panicValue.toFixed(1)} replicas of demand over ${c.panicWindowSeconds}s vs ${input.readyReplicas} ready`;
+    why = burning
+      ? `burst: queued prompts wait ${tokens.predictedWaitS.toFixed(1)}s on ${input.readyReplicas} ready (TTFT target ${sloSeconds(c)}s); ${why}`
+      : `burst: ${(tokens ? tokens.panicValue : panicValue).toFixed(1)} replicas of demand over ${c.panicWindowSeconds}s vs ${input.readyReplicas} ready`;
   }
 
   const idleMs = nowMs - s.lastBusyMs;
@@ -321,16 +376,34 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
       reason = 'ScaleToZero';
       why = `idle for ${Math.round(idleMs / 1000)}s (scaleToZeroAfterSeconds ${c.scaleToZeroAfterSeconds})`;
     } else {
-      const fromMs = nowMs - c.scaleDownStabilizationSeconds * 1000;
-      desired = Math.min(current, Math.max(...s.recs.filter(([t]) => t > fromMs || t === nowMs).map(([, r]) => r)));
+      const peakSince = (seconds: number) =>
+        Math.max(...s.recs.filter(([t]) => t > nowMs - seconds * 1000 || t === nowMs).map(([, r]) => r));
+      const windowPeak = peakSince(c.scaleDownStabilizationSeconds);
+      // Warm floor: the burst's peak for the hold, then half of it for the rest of the window, less the replicas
+      // that loaded standbys give back within a second. Ski rental: a released replica costs a start-up to get back (with the requests missed meanwhile), so the peak
+      // is held for a multiple of the measured start-up: the whole window for 30 s cold starts, a minute for 5 s ones.
+      const holdS = s.startupMs
+        ? Math.max(c.burstHoldSeconds, (c.holdStartupMultiple * s.startupMs) / 1000)
+        : c.scaleDownStabilizationSeconds;
+      const held = Math.max(
+        peakSince(Math.min(holdS, c.scaleDownStabilizationSeconds)),
+        Math.ceil(windowPeak / c.maxScaleDownRate - 1e-9),
+      );
+      desired = Math.min(current, Math.max(rec, held - count(input.standbyReady)));
       // Capacity is released gradually: at most half per step and one step per stable window, so a burst that
-      // starts just as the window expires still finds part of it.
+      // starts just as the window expires still finds part of it; and never while work waits for a replica.
       const sinceDown = nowMs - (s.lastScaleDownMs ?? -Infinity);
-      if (desired < current && sinceDown < stableMs) desired = current;
+      // Requests in the gateway queue have no replica yet; with the token view, prompts that already wait on the
+      // workers for more than half the TTFT target count as such.
+      const waiting =
+        count(input.gatewayQueue) > 0 || (tokens !== undefined && tokens.predictedWaitS > sloSeconds(c) / 2);
+      if (desired < current && (sinceDown < stableMs || waiting)) desired = current;
       else desired = Math.max(desired, Math.ceil(current / c.maxScaleDownRate));
       if (desired === current) {
         reason = 'Stabilizing';
-        why = `recommendation ${rec} below ${current}; waiting out the ${c.scaleDownStabilizationSeconds}s window`;
+        why = waiting
+          ? `recommendation ${rec} below ${current}; requests still wait for a replica`
+          : `recommendation ${rec} below ${current}; holding ${held} of the last ${c.scaleDownStabilizationSeconds}s`;
       }
     }
   }
@@ -362,3 +435,66 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
 }
 
 const fmt = (v: number | undefined): string => (v === undefined ? '-' : String(Math.round(v)));
+
+const MIN_PREFILL_SAMPLES = 5;
+
+/** The TTFT target in seconds, or drainSeconds without one: how fast queued prompts should get their first token. */
+const sloSeconds = (c: PolicyConfig): number => (c.slo?.ttftP95Ms ? c.slo.ttftP95Ms / 1000 : c.drainSeconds);
+
+interface TokenView {
+  rec: number;
+  /** Replicas of prefill work now (the token version of panicValue). */
+  panicValue: number;
+  /** Seconds the last queued prompt waits for its first token on the ready replicas. */
+  predictedWaitS: number;
+  arrival: number;
+  perReplica: number;
+}
+
+/**
+ * The token view, or undefined without the prompt-token signals or a per-replica rate (measured or configured).
+ * Updates s.prefillRate and s.queuedTokens.
+ */
+function tokenView(
+  input: PolicyInput,
+  s: PolicyState,
+  c: PolicyConfig,
+  nowMs: number,
+  demand: number,
+): TokenView | undefined {
+  const finite = (x: number | undefined) => (x !== undefined && Number.isFinite(x) && x > 0 ? x : 0);
+  if (input.queuedPromptTokens === undefined || input.promptTokensPerSecond === undefined) return undefined;
+  const queued = finite(input.queuedPromptTokens);
+  const done = finite(input.promptTokensPerSecond);
+  // Capacity is the highest rate seen while the replicas were saturated: prompts waited at both ticks, and more of
+  // them than the interval's finished tokens (a backlog that kept every replica busy). A sample divides by every ready
+  // replica and the counter moves when requests finish, so single samples run low (hence the maximum) or, when many
+  // long prompts finish together, high (hence at most 1.5x the estimate per sample). Never decreasing, it settles
+  // under constant load.
+  const prevQueued = s.queuedTokens;
+  const intervalS = prevQueued && nowMs > prevQueued[0] ? (nowMs - prevQueued[0]) / 1000 : 0;
+  const saturated = intervalS > 0 && prevQueued![1] > 0 && queued > 0 && queued >= done * intervalS;
+  if (saturated && input.readyReplicas > 0 && done > 0) {
+    const sample = done / input.readyReplicas;
+    const warm = (s.prefillSamples ?? 0) >= MIN_PREFILL_SAMPLES && s.prefillRate;
+    s.prefillRate = warm
+      ? Math.max(s.prefillRate!, Math.min(sample, 1.5 * s.prefillRate!))
+      : Math.max(sample, s.prefillRate ?? 0);
+    s.prefillSamples = (s.prefillSamples ?? 0) + 1;
+  }
+  // The configured figure (the engine's benchmark) wins: the measured one is rough (in the trace replays it ranged
+  // from 0.3x to 1.8x the true capacity) and is used only without it, after MIN_PREFILL_SAMPLES samples.
+  const measured = (s.prefillSamples ?? 0) >= MIN_PREFILL_SAMPLES ? (s.prefillRate ?? 0) : 0;
+  const perReplica = c.prefillTokensPerSecond ?? measured;
+  // Tokens arriving = tokens finished + growth of the queue since the previous tick.
+  const growth = prevQueued && intervalS > 0 ? Math.max(0, (queued - prevQueued[1]) / intervalS) : 0;
+  s.queuedTokens = [nowMs, queued];
+  if (!(perReplica > 0)) return undefined;
+  const arrival = done + growth;
+  const drainS = Math.max(0.5, sloSeconds(c));
+  const work = arrival / perReplica + queued / (perReplica * drainS);
+  const rec = Math.max(Math.ceil(work - 1e-9), demand > 0 ? 1 : 0);
+  const predictedWaitS =
+    input.readyReplicas > 0 ? queued / (input.readyReplicas * perReplica) : queued > 0 ? Infinity : 0;
+  return { rec, panicValue: work, predictedWaitS, arrival, perReplica };
+}

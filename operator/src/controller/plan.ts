@@ -28,6 +28,8 @@ import {
   WORKER_APP_NAME,
   type ModelDeployment,
 } from '../api/modelDeployment.js';
+import { ANNOTATION_TEMPLATE_HASH, LABEL_ROLE, ROLE_SERVING, standbyReplicas } from './standby.js';
+import { cacheTemplate } from '../weightcache/podTemplate.js';
 
 export interface PlanConfig {
   /** Worker image when spec.worker.image is unset. */
@@ -38,6 +40,8 @@ export interface PlanConfig {
   fetchCommand: string[];
   /** DNS suffix of Services, for status.endpoint. */
   clusterDomain: string;
+  /** Node-local weight cache root (spec.prewarm.nodeCache); the cache is off when unset. */
+  weightCacheDir?: string;
 }
 
 export const defaultPlanConfig: PlanConfig = {
@@ -52,12 +56,17 @@ export interface Plan {
   deployment: V1Deployment;
   service: V1Service;
   podDisruptionBudget: V1PodDisruptionBudget;
-  /** Labels that select exactly this ModelDeployment's worker pods; published as status.selector. */
+  /** Labels that select exactly this ModelDeployment's worker pods (serving and standby): the Deployment's selector. */
   selector: Record<string, string>;
+  /** The serving pods only: the Service's selector, published as status.selector (scale subresource, HPA). */
+  servingSelector: Record<string, string>;
+  /** Standby pods kept beside spec.replicas (./standby.ts), and how many the maxGPUs budget dropped. */
+  standby: { count: number; limited: number };
   endpoint: string;
 }
 
 export const WEIGHTS_PATH = '/models';
+export const WORKER_CONTAINER = 'worker';
 export const CONFIG_DIR = '/etc/modelserve';
 export const ENGINE_CONFIG_FILE = 'engine.json';
 export const SHA256_FILE = 'sha256.json';
@@ -170,6 +179,8 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
   const { spec } = mdep;
   const labels = commonLabels(mdep);
   const selector = selectorLabels(mdep);
+  const servingSelector = { ...selector, [LABEL_ROLE]: ROLE_SERVING };
+  const standby = standbyReplicas(mdep);
   const meta = (objectName: string) => ({
     name: objectName,
     namespace,
@@ -191,6 +202,7 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
   };
 
   const weights = planWeights(spec.model.source);
+  const cache = cacheTemplate(mdep, config.weightCacheDir);
   const configMount: V1VolumeMount = { name: 'engine-config', mountPath: CONFIG_DIR, readOnly: true };
   // The worker reads its flags from MODELSERVE_* variables (worker/src/main.ts); the full engine settings are also
   // in the ConfigMap's engine.json for what has no flag (kvMemoryFraction, speculative decoding).
@@ -208,8 +220,18 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
     ...(spec.engine.kvDtype === 'bf16' ? [{ name: 'MODELSERVE_KV_DTYPE', value: 'bfloat16' }] : []),
     { name: 'MODELSERVE_REASONING_EFFORT', value: spec.engine.defaultReasoningEffort },
     { name: 'MODELSERVE_GRACE_SECONDS', value: String(drainSeconds(spec.drain.maxSeconds)) },
+    // The CPU backend sizes its KV cache from kvMemoryFraction of the container's memory limit (worker kv-budget.ts).
+    ...(spec.resources.memory !== undefined
+      ? [
+          {
+            name: 'MODELSERVE_MEMORY_LIMIT',
+            valueFrom: { resourceFieldRef: { containerName: WORKER_CONTAINER, resource: 'limits.memory' } },
+          },
+        ]
+      : []),
     { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    ...(cache?.env ?? []),
     ...(spec.worker.env ?? []).map((e) => ({ name: e.name, value: e.value ?? '' })),
   ];
 
@@ -228,14 +250,14 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
 
   const image = spec.worker.image ?? config.workerImage;
   const worker: V1Container = {
-    name: 'worker',
+    name: WORKER_CONTAINER,
     image,
     ...(spec.worker.imagePullPolicy ? { imagePullPolicy: spec.worker.imagePullPolicy } : {}),
     ...(config.workerCommand.length ? { command: config.workerCommand } : {}),
     env,
     ports: [{ name: 'http', containerPort: port, protocol: 'TCP' }],
     resources: { requests, limits },
-    volumeMounts: [weights.mount, configMount],
+    volumeMounts: [weights.mount, configMount, ...(cache ? [cache.mount] : [])],
     // Loading weights can take minutes: the startup probe holds liveness off until /health first answers.
     startupProbe: { httpGet: { path: '/health', port: 'http' }, periodSeconds: 5, failureThreshold: 360 },
     livenessProbe: { httpGet: { path: '/health', port: 'http' }, periodSeconds: 10, failureThreshold: 6 },
@@ -267,7 +289,8 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
     kind: 'Deployment',
     metadata: meta(name),
     spec: {
-      replicas: spec.replicas,
+      // Standbys are extra pods of the same Deployment; the operator labels which pods serve (./standby.ts).
+      replicas: spec.replicas + standby.count,
       selector: { matchLabels: selector },
       revisionHistoryLimit: 3,
       // Model loads are slow; only call a rollout stuck after half an hour.
@@ -275,16 +298,25 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
       // Never drop below the current capacity during a rollout: surge one replica, then retire one.
       strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
       template: {
-        metadata: { labels, annotations: { [ANNOTATION_CONFIG_HASH]: configHash } },
+        // New pods start serving; with standbys configured the operator demotes the extras (./standby.ts).
+        metadata: {
+          labels: { ...labels, [LABEL_ROLE]: ROLE_SERVING },
+          annotations: { [ANNOTATION_CONFIG_HASH]: configHash },
+        },
         spec: {
           terminationGracePeriodSeconds: spec.drain.maxSeconds,
           enableServiceLinks: false,
           ...(spec.resources.nodeSelector ? { nodeSelector: spec.resources.nodeSelector } : {}),
           ...(spec.resources.tolerations ? { tolerations: spec.resources.tolerations } : {}),
           ...(spec.resources.priorityClassName ? { priorityClassName: spec.resources.priorityClassName } : {}),
+          ...(cache ? { affinity: cache.affinity } : {}),
           ...(initContainers.length ? { initContainers } : {}),
           containers: [worker],
-          volumes: [...weights.volumes, { name: 'engine-config', configMap: { name: configMapName(name) } }],
+          volumes: [
+            ...weights.volumes,
+            { name: 'engine-config', configMap: { name: configMapName(name) } },
+            ...(cache ? [cache.volume] : []),
+          ],
         },
       },
     },
@@ -299,7 +331,7 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
     spec: {
       type: 'ClusterIP',
       clusterIP: 'None',
-      selector,
+      selector: servingSelector,
       ports: [{ name: 'http', port, targetPort: 'http', protocol: 'TCP' }],
     },
   };
@@ -312,6 +344,10 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
     spec: { selector: { matchLabels: selector }, maxUnavailable: 1 },
   };
 
+  // Marks pods of the current template, so that a rollout promotes new pods before old serving ones go.
+  const template = deployment.spec!.template;
+  template.metadata!.annotations![ANNOTATION_TEMPLATE_HASH] = hashOf(template);
+
   for (const obj of [configMap, deployment, service, podDisruptionBudget]) {
     obj.metadata = { ...obj.metadata, annotations: { [ANNOTATION_SPEC_HASH]: specHash(obj) } };
   }
@@ -322,6 +358,8 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
     service,
     podDisruptionBudget,
     selector,
+    servingSelector,
+    standby,
     endpoint: `http://${name}.${namespace}.svc.${config.clusterDomain}:${port}`,
   };
 }

@@ -26,6 +26,15 @@ import * as metrics from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { plan, selectorString, type PlanConfig } from './plan.js';
 import { deletionCostChanges, VICTIM_COST } from './scaleDown.js';
+import {
+  ANNOTATION_TEMPLATE_HASH,
+  LABEL_ROLE,
+  planRoles,
+  ROLE_SERVING,
+  ROLE_STANDBY,
+  scaleDownVictims,
+  standbyCounts,
+} from './standby.js';
 import { collectStateMetrics, StartupObserver } from './stateMetrics.js';
 import { computeStatus, newlyDegraded, statusChanged } from './status.js';
 import { WorkQueue } from './workqueue.js';
@@ -175,6 +184,8 @@ export class Controller {
     let failure: StepError | undefined;
     try {
       await step('configmap', () => this.ensure(mdep, 'configMap', desired.configMap));
+      // Roles before the Service and the Deployment: a scale-up promotes a ready standby at once (./standby.ts).
+      await this.assignRoles(mdep, desired.deployment);
       await step('service', () => this.ensure(mdep, 'service', desired.service));
       await step('pdb', () => this.ensure(mdep, 'podDisruptionBudget', desired.podDisruptionBudget));
       await step('deployment', () => this.ensure(mdep, 'deployment', desired.deployment));
@@ -189,10 +200,11 @@ export class Controller {
       mdep,
       deployment,
       pods,
-      selectorString(desired.selector),
+      selectorString(desired.servingSelector),
       desired.endpoint,
       new Date(),
       failure && `${failure.step}: ${failure.cause instanceof Error ? failure.cause.message : String(failure.cause)}`,
+      standbyCounts(pods, desired.standby),
     );
     const degraded = newlyDegraded(mdep, status);
     if (statusChanged(mdep, status)) {
@@ -265,6 +277,46 @@ export class Controller {
       type: 'Normal',
       reason: action === 'Create' ? 'Created' : action === 'Update' ? 'Updated' : 'Scaled',
       action,
+      note,
+    });
+  }
+
+  /** Relabel pods so that spec.replicas of them serve and the rest stand by; one Event per pass that changed roles. */
+  private async assignRoles(mdep: ModelDeployment, deployment: V1Deployment): Promise<void> {
+    const namespace = mdep.metadata.namespace ?? '';
+    const name = mdep.metadata.name ?? '';
+    const pods = this.podsOf(namespace, name);
+    const total = deployment.spec?.replicas ?? 0;
+    const liveTotal = (this.owned.deployment.get(namespace, name) as V1Deployment | undefined)?.spec?.replicas;
+    const removing = liveTotal !== undefined && liveTotal > total ? scaleDownVictims(pods, total) : undefined;
+    const templateHash = deployment.spec?.template.metadata?.annotations?.[ANNOTATION_TEMPLATE_HASH];
+    const changes = planRoles(pods, mdep.spec.replicas, templateHash, removing);
+    if (changes.length === 0) return;
+    for (const change of changes) {
+      await step('roles', async () => {
+        const updated = await this.client.mergePatch<V1Pod>(
+          objectPath(resources.pods, namespace, change.pod),
+          { metadata: { labels: { [LABEL_ROLE]: change.to } } },
+          FIELD_MANAGER,
+        );
+        this.remember(this.pods, updated);
+      });
+    }
+    const promoted = changes.filter((c) => c.to === ROLE_SERVING && c.from === ROLE_STANDBY);
+    const describe = (c: (typeof changes)[number]) => `${c.pod}${c.ready ? '' : ' (not ready)'}`;
+    const parts = [
+      promoted.length ? `promoted standby ${promoted.map(describe).join(', ')} to serving` : '',
+      ...[ROLE_SERVING, ROLE_STANDBY].map((role) => {
+        const rest = changes.filter((c) => c.to === role && !promoted.includes(c));
+        return rest.length ? `set ${rest.map(describe).join(', ')} to ${role}` : '';
+      }),
+    ].filter(Boolean);
+    const note = `${parts.join('; ')} (${mdep.spec.replicas} serving wanted)`;
+    this.log.info('assigned worker roles', { key: key(namespace, mdep.metadata.name ?? ''), changes });
+    await this.events.record(mdep, {
+      type: 'Normal',
+      reason: promoted.length ? 'PromotedStandby' : 'AssignedRoles',
+      action: 'Relabel',
       note,
     });
   }

@@ -5,6 +5,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { LABEL_INSTANCE, type ModelDeployment } from '../api/modelDeployment.js';
 import type { Informer } from '../k8s/informer.js';
 import * as metrics from '../telemetry/metrics.js';
+import { standbyCounts } from './standby.js';
 
 const CONDITIONS = ['Ready', 'Progressing', 'Degraded', 'WeightsCached', 'SLOMet', 'ScalingLimited'] as const;
 const STATUSES = ['true', 'false', 'unknown'] as const;
@@ -42,6 +43,10 @@ export function collectStateMetrics(mdeps: Informer<ModelDeployment>, pods: Info
     metrics.modelDeploymentReplicas.set({ ...l, state: 'desired' }, mdep.spec?.replicas ?? 0);
     metrics.modelDeploymentReplicas.set({ ...l, state: 'ready' }, mdep.status?.readyReplicas ?? 0);
     metrics.modelDeploymentReplicas.set({ ...l, state: 'pending' }, owned.filter(isPending).length);
+    metrics.modelDeploymentReplicas.set(
+      { ...l, state: 'standby' },
+      standbyCounts(owned, { count: 0, limited: 0 }).ready,
+    );
   }
 }
 

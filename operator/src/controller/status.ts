@@ -3,6 +3,7 @@
 // to other writers (separate server-side-apply field managers), so they are neither read nor written here.
 import type { V1Deployment, V1Pod } from '@kubernetes/client-node';
 import type { Condition, ModelDeployment } from '../api/modelDeployment.js';
+import type { StandbyCounts } from './standby.js';
 
 export type OperatorConditionType = 'Ready' | 'Progressing' | 'Degraded';
 export const OPERATOR_CONDITIONS: OperatorConditionType[] = ['Ready', 'Progressing', 'Degraded'];
@@ -80,51 +81,70 @@ export function computeStatus(
   now: Date,
   /** Why writing an owned object failed in this reconcile; reported as Degraded/ApplyFailed ahead of pod problems. */
   applyError?: string,
+  /** Standby pods (./standby.ts): the Deployment counts them, replicas/readyReplicas count serving pods only. */
+  standby: StandbyCounts = { wanted: 0, limited: 0, pods: 0, ready: 0 },
 ): OperatorStatus {
   const generation = mdep.metadata.generation ?? 0;
   const desired = mdep.spec.replicas;
+  const total = desired + standby.wanted;
   const live = pods.filter((p) => !p.metadata?.deletionTimestamp);
-  const replicas = deployment?.status?.replicas ?? 0;
-  const readyReplicas = deployment?.status?.readyReplicas ?? 0;
+  const deploymentReplicas = deployment?.status?.replicas ?? 0;
+  const deploymentReady = deployment?.status?.readyReplicas ?? 0;
+  const replicas = Math.max(0, deploymentReplicas - standby.pods);
+  const readyReplicas = Math.max(0, deploymentReady - standby.ready);
   const updated = deployment?.status?.updatedReplicas ?? 0;
   const deploymentSettled =
     deployment !== undefined &&
     (deployment.status?.observedGeneration ?? 0) >= (deployment.metadata?.generation ?? 0) &&
-    deployment.spec?.replicas === desired &&
-    updated === desired &&
-    replicas === desired &&
-    readyReplicas === desired;
+    deployment.spec?.replicas === total &&
+    updated === total &&
+    deploymentReplicas === total &&
+    deploymentReady === total &&
+    standby.pods === standby.wanted;
+  const standbyNote =
+    (standby.wanted > 0 ? `; ${standby.ready}/${standby.wanted} standby ready` : '') +
+    (standby.limited > 0 ? `; ${standby.limited} standby left out by maxGPUs` : '');
 
   const drafts: ConditionDraft[] = [];
   if (desired === 0) {
-    drafts.push({ type: 'Ready', status: 'False', reason: 'ScaledToZero', message: 'spec.replicas is 0' });
+    drafts.push({
+      type: 'Ready',
+      status: 'False',
+      reason: 'ScaledToZero',
+      message: `spec.replicas is 0${standbyNote}`,
+    });
   } else if (readyReplicas >= desired) {
     drafts.push({
       type: 'Ready',
       status: 'True',
       reason: 'ReplicasReady',
-      message: `${readyReplicas}/${desired} ready`,
+      message: `${readyReplicas}/${desired} ready${standbyNote}`,
     });
   } else {
     drafts.push({
       type: 'Ready',
       status: 'False',
       reason: readyReplicas > 0 ? 'PartiallyReady' : 'NoReplicasReady',
-      message: `${readyReplicas}/${desired} replicas ready`,
+      message: `${readyReplicas}/${desired} replicas ready${standbyNote}`,
     });
   }
 
   if (!deployment) {
     drafts.push({ type: 'Progressing', status: 'True', reason: 'Creating', message: 'creating the worker Deployment' });
   } else if (deploymentSettled) {
-    drafts.push({ type: 'Progressing', status: 'False', reason: 'Settled', message: `${desired} replicas up to date` });
+    drafts.push({
+      type: 'Progressing',
+      status: 'False',
+      reason: 'Settled',
+      message: `${desired} replicas up to date${standby.wanted > 0 ? ` and ${standby.wanted} standby` : ''}`,
+    });
   } else {
-    const reason = updated < replicas ? 'RollingOut' : 'Scaling';
+    const reason = updated < deploymentReplicas ? 'RollingOut' : 'Scaling';
     drafts.push({
       type: 'Progressing',
       status: 'True',
       reason,
-      message: `${updated} updated, ${readyReplicas} ready, ${replicas} existing of ${desired} desired`,
+      message: `${updated} updated, ${deploymentReady} ready, ${deploymentReplicas} existing of ${total} desired${standby.wanted > 0 ? ` (${desired} serving + ${standby.wanted} standby)` : ''}`,
     });
   }
 

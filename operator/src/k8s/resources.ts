@@ -21,6 +21,9 @@ export const resources = {
   podDisruptionBudgets: { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', kind: 'PodDisruptionBudget' },
   events: { group: 'events.k8s.io', version: 'v1', plural: 'events', kind: 'Event' },
   leases: { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', kind: 'Lease' },
+  // The node-local weight cache: stager Jobs, and labels on the nodes whose cache is ready.
+  jobs: { group: 'batch', version: 'v1', plural: 'jobs', kind: 'Job' },
+  nodes: { group: '', version: 'v1', plural: 'nodes', kind: 'Node' },
 } satisfies Record<string, Resource>;
 
 const prefix = (r: Resource): string => (r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`);

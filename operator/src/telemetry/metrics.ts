@@ -75,7 +75,7 @@ export const modelDeploymentCondition = new Gauge({
 
 export const modelDeploymentReplicas = new Gauge({
   name: 'modelserve_operator_modeldeployment_replicas',
-  help: 'Replicas of a ModelDeployment by state: desired (spec), ready, pending (pods not yet scheduled).',
+  help: 'Replicas of a ModelDeployment by state: desired (spec), ready, pending (pods not yet scheduled), standby (ready standby pods, not routed to).',
   labelNames: ['namespace', 'modeldeployment', 'model_name', 'state'] as const,
   registers: [registry],
 });
