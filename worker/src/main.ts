@@ -4,7 +4,10 @@ import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONFIG, type WorkerConfig } from './context.js';
 import { installSignalHandlers } from './drain.js';
+import { kvBudget, memoryLimitBytes, readKvMemoryFraction, weightsBytes } from './engine/kv-budget.js';
 import { loadEngine } from './engine/native.js';
+import { PacedEngine } from './engine/paced.js';
+import { warmUp } from './engine/warmup.js';
 import type { Engine, EngineOptions } from './engine/types.js';
 import type { ReasoningEffort } from './harmony/render.js';
 import { createLogger, type LogLevel } from './log.js';
@@ -24,6 +27,8 @@ const HELP = `modelserve worker: OpenAI-compatible server over the native gpt-os
   --max-batched-tokens N    token budget per engine step                            env MODELSERVE_MAX_BATCHED_TOKENS
   --kv-block-size N         KV cache block size in tokens                           env MODELSERVE_KV_BLOCK_SIZE
   --kv-memory-mb N          KV cache pool size in MiB                               env MODELSERVE_KV_MEMORY_MB
+  --kv-memory-fraction F    share of device memory for the engine (default: engine.json's) env MODELSERVE_KV_MEMORY_FRACTION
+  --engine-config FILE      the operator's engine.json                             env MODELSERVE_ENGINE_CONFIG
   --kv-dtype float32|bfloat16                                                       env MODELSERVE_KV_DTYPE
   --no-prefix-caching       disable prefix caching                                  env MODELSERVE_PREFIX_CACHING=0
   --max-queue N             sequences that may wait beyond the batch (default 256)  env MODELSERVE_MAX_QUEUE
@@ -31,7 +36,9 @@ const HELP = `modelserve worker: OpenAI-compatible server over the native gpt-os
   --reasoning-effort low|medium|high  default effort (default medium)               env MODELSERVE_REASONING_EFFORT
   --date YYYY-MM-DD|none    pin the harmony "Current date:" (default: today, UTC)   env MODELSERVE_DATE
   --log-level debug|info|warn|error                                                 env MODELSERVE_LOG_LEVEL
-  Traces: MODELSERVE_TRACES=off|console (default off).`;
+  --warmup-tokens N         generate N tokens before reporting ready (default 0: off) env MODELSERVE_WARMUP_TOKENS
+  Traces: MODELSERVE_TRACES=off|console (default off).
+  Development only: MODELSERVE_DEV_TOKEN_DELAY_MS=N hands out each token at most every N ms (slow streams for tests).`;
 
 const { values } = parseArgs({
   options: {
@@ -46,6 +53,8 @@ const { values } = parseArgs({
     'max-batched-tokens': { type: 'string' },
     'kv-block-size': { type: 'string' },
     'kv-memory-mb': { type: 'string' },
+    'kv-memory-fraction': { type: 'string' },
+    'engine-config': { type: 'string' },
     'kv-dtype': { type: 'string' },
     'no-prefix-caching': { type: 'boolean' },
     'max-queue': { type: 'string' },
@@ -53,6 +62,7 @@ const { values } = parseArgs({
     'reasoning-effort': { type: 'string' },
     date: { type: 'string' },
     'log-level': { type: 'string' },
+    'warmup-tokens': { type: 'string' },
     help: { type: 'boolean' },
   },
 });
@@ -103,16 +113,42 @@ const config: WorkerConfig = {
   ...(dateRaw !== undefined ? { conversationDate: dateRaw === 'none' ? null : dateRaw } : {}),
 };
 const graceSeconds = intOpt('grace-seconds', 'GRACE_SECONDS') ?? 30;
+const warmupTokens = intOpt('warmup-tokens', 'WARMUP_TOKENS') ?? 0;
+// Development only (engine/paced.ts): long streams from a tiny checkpoint for the end-to-end tests.
+const devTokenDelayRaw = env('DEV_TOKEN_DELAY_MS');
+const devTokenDelayMs = devTokenDelayRaw === undefined ? undefined : Number(devTokenDelayRaw);
+if (devTokenDelayMs !== undefined && !(Number.isInteger(devTokenDelayMs) && devTokenDelayMs >= 1)) {
+  fail(`MODELSERVE_DEV_TOKEN_DELAY_MS must be an integer ≥ 1, got '${devTokenDelayRaw}'`);
+}
 const kvMemoryMb = intOpt('kv-memory-mb', 'KV_MEMORY_MB', 1);
+const backend = enumOpt('backend', 'BACKEND', ['cpu', 'cuda', 'auto'] as const) ?? 'auto';
+const kv = (() => {
+  try {
+    const fractionRaw = opt('kv-memory-fraction', 'KV_MEMORY_FRACTION');
+    const engineConfig = opt('engine-config', 'ENGINE_CONFIG');
+    const fraction =
+      fractionRaw !== undefined ? Number(fractionRaw) : engineConfig ? readKvMemoryFraction(engineConfig) : undefined;
+    return kvBudget({
+      backend,
+      explicitBytes: kvMemoryMb !== undefined ? kvMemoryMb * 1024 * 1024 : undefined,
+      fraction,
+      memoryLimitBytes: memoryLimitBytes(env('MEMORY_LIMIT')),
+      weightsBytes: fraction !== undefined ? weightsBytes(resolve(modelPath)) : 0,
+    });
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+})();
 const engineOptions: EngineOptions = {
   modelPath: resolve(modelPath),
-  backend: enumOpt('backend', 'BACKEND', ['cpu', 'cuda', 'auto'] as const) ?? 'auto',
+  backend,
   ...defined('threads', intOpt('threads', 'THREADS', 1)),
   ...defined('maxContext', intOpt('max-context', 'MAX_CONTEXT', 1)),
   ...defined('maxSeqs', intOpt('max-seqs', 'MAX_SEQS', 1)),
   ...defined('maxBatchedTokens', intOpt('max-batched-tokens', 'MAX_BATCHED_TOKENS', 1)),
   ...defined('kvBlockSize', intOpt('kv-block-size', 'KV_BLOCK_SIZE', 1)),
-  ...defined('kvMemoryBytes', kvMemoryMb !== undefined ? kvMemoryMb * 1024 * 1024 : undefined),
+  ...defined('kvMemoryBytes', kv.kind === 'bytes' ? kv.bytes : undefined),
+  ...defined('kvMemoryFraction', kv.kind === 'fraction' ? kv.fraction : undefined),
   ...defined('kvDtype', enumOpt('kv-dtype', 'KV_DTYPE', ['float32', 'bfloat16'] as const)),
   enablePrefixCaching: !(values['no-prefix-caching'] || env('PREFIX_CACHING') === '0'),
 };
@@ -136,13 +172,22 @@ installSignalHandlers(ctx, server, {
   },
 });
 
-logger.info('loading model', { modelPath: engineOptions.modelPath, backend: engineOptions.backend });
+logger.info('loading model', {
+  modelPath: engineOptions.modelPath,
+  backend: engineOptions.backend,
+  kvCache: kv.kind === 'bytes' ? `${Math.round(kv.bytes / 2 ** 20)} MiB` : kv.kind,
+  kvCacheReason: kv.reason,
+});
 const started = performance.now();
 let lastLogged = 0;
+const loaded = { done: 0, total: 0 };
+const loadSeconds = (): number => (performance.now() - started) / 1000;
 try {
   engine = await loadEngine({
     ...engineOptions,
     onProgress(done, total) {
+      Object.assign(loaded, { done, total });
+      ctx.metrics.observeLoadProgress(done, total, loadSeconds());
       const now = performance.now();
       if (now - lastLogged < 1000 && done < total) return;
       lastLogged = now;
@@ -150,6 +195,7 @@ try {
         doneBytes: done,
         totalBytes: total,
         percent: total ? Math.round((100 * done) / total) : 100,
+        bytesPerSecond: Math.round(done / Math.max(loadSeconds(), 1e-3)),
       });
     },
   });
@@ -158,9 +204,33 @@ try {
   server.close();
   process.exit(1);
 }
-ctx.attachEngine(engine);
+if (devTokenDelayMs !== undefined) logger.warn('development token pacing on', { tokenDelayMs: devTokenDelayMs });
+// The weight load ends here; a warm-up below is start-up time, not load time.
+const loadDone = loadSeconds();
+if (warmupTokens > 0) {
+  const warmStart = performance.now();
+  try {
+    await warmUp(engine, warmupTokens);
+  } catch (err) {
+    logger.error('warm-up failed', { error: (err as Error).message });
+    server.close();
+    process.exit(1);
+  }
+  logger.info('warmed up', {
+    tokens: warmupTokens,
+    seconds: Number(((performance.now() - warmStart) / 1000).toFixed(2)),
+  });
+}
+ctx.attachEngine(devTokenDelayMs !== undefined ? new PacedEngine(engine, devTokenDelayMs) : engine);
+// performance.now() counts from the process start: this is the whole cold start, runtime and imports included.
+const processSeconds = performance.now() / 1000;
+ctx.metrics.observeLoadProgress(loaded.done, loaded.total, loadDone);
+ctx.metrics.observeReady(processSeconds);
 logger.info('ready', {
-  seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
+  seconds: Number(loadDone.toFixed(2)),
+  loadedBytes: loaded.done,
+  bytesPerSecond: Math.round(loaded.done / Math.max(loadDone, 1e-3)),
+  sinceProcessStartSeconds: Number(processSeconds.toFixed(2)),
   architecture: engine.info.architecture,
   backend: engine.info.backend,
   simd: engine.info.simd,

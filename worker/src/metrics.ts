@@ -34,6 +34,11 @@ export class WorkerMetrics {
   readonly promptTokens: Counter<'model_name'>;
   readonly generationTokens: Counter<'model_name'>;
   readonly success: Counter<'model_name' | 'finished_reason'>;
+  readonly loadSeconds: Gauge<'model_name'>;
+  readonly loadBytes: Gauge<'model_name'>;
+  readonly modelBytes: Gauge<'model_name'>;
+  readonly loadBytesPerSecond: Gauge<'model_name'>;
+  readonly startupSeconds: Gauge<'model_name'>;
   /** Last engine totals seen, to turn the engine's cumulative counts into counter increments. */
   private lastEngine = { queries: 0, hits: 0, preemptions: 0 };
 
@@ -155,6 +160,39 @@ export class WorkerMetrics {
       'Histogram of time spent in DECODE phase for request.',
       REQUEST_LATENCY_BUCKETS,
     );
+    // Model loading (cold start). Gauges, not histograms: a worker process loads its model exactly once, so each
+    // series is one pod's figure; max/avg across pods give the fleet view. They move while the load runs, so a
+    // scrape during a slow load shows how far it got.
+    const gauge = (name: string, help: string): Gauge<'model_name'> => new Gauge({ name, help, labelNames, registers });
+    this.loadSeconds = gauge(
+      'modelserve_worker_load_seconds',
+      'Seconds spent loading the model weights: elapsed so far while loading, the total once loaded.',
+    );
+    this.loadBytes = gauge('modelserve_worker_load_bytes', 'Bytes of model weights loaded so far.');
+    this.modelBytes = gauge('modelserve_worker_model_bytes', 'Bytes of model weights to load (the checkpoint).');
+    this.loadBytesPerSecond = gauge(
+      'modelserve_worker_load_bytes_per_second',
+      'Average weight-loading throughput of the load so far, in bytes per second.',
+    );
+    this.startupSeconds = gauge(
+      'modelserve_worker_startup_seconds',
+      'Seconds from the worker process start to ready (0 until ready).',
+    );
+    this.startupSeconds.set(this.labels, 0);
+  }
+
+  /** Loader progress: bytes done of total after `seconds` of loading. */
+  observeLoadProgress(doneBytes: number, totalBytes: number, seconds: number): void {
+    const l = this.labels;
+    this.loadBytes.set(l, doneBytes);
+    this.modelBytes.set(l, totalBytes);
+    this.loadSeconds.set(l, seconds);
+    if (seconds > 0) this.loadBytesPerSecond.set(l, doneBytes / seconds);
+  }
+
+  /** The worker turned ready `processSeconds` after its process started. */
+  observeReady(processSeconds: number): void {
+    this.startupSeconds.set(this.labels, processSeconds);
   }
 
   /** One finished engine sequence; times in seconds (performance.now based), firstToken/submitted may be absent. */

@@ -121,6 +121,66 @@ describe('chat completions', () => {
     expect(calls.map((c: any) => c.function.arguments).join('')).toBe('{"location":"Oslo"}');
   });
 
+  describe('forced tool calls', () => {
+    const tools = [
+      { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } },
+      { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } },
+    ];
+    const promptText = (r: GenerationRequest): string => tokenizer.decode(r.prompt);
+
+    it('a named function: the prompt ends in its call header and the model writes only the arguments', async () => {
+      let prompt = '';
+      script = (r) => {
+        prompt = promptText(r);
+        return tokenizer.encodeWithSpecials('{"location":"Oslo"}<|call|>');
+      };
+      const body = await json(await chat({ tools, tool_choice: { type: 'function', function: { name: 'get_time' } } }));
+      expect(
+        prompt.endsWith('<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>'),
+      ).toBe(true);
+      expect(body.choices[0].finish_reason).toBe('tool_calls');
+      expect(body.choices[0].message.tool_calls).toEqual([
+        {
+          id: expect.stringMatching(/^call_/),
+          type: 'function',
+          function: { name: 'get_time', arguments: '{"location":"Oslo"}' },
+        },
+      ]);
+      // The forced header is prompt, not completion: usage counts only what the model wrote.
+      expect(body.usage.completion_tokens).toBe(tokenizer.encodeWithSpecials('{"location":"Oslo"}<|call|>').length);
+
+      const chunks = await sse(
+        await chat({ tools, tool_choice: { type: 'function', function: { name: 'get_time' } }, stream: true }),
+      );
+      const calls = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+      expect(calls[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_time', arguments: '' } });
+      expect(calls.map((c: any) => c.function.arguments).join('')).toBe('{"location":"Oslo"}');
+    });
+
+    it("'required': the prompt opens a call to functions.* and the model picks the name", async () => {
+      let prompt = '';
+      script = (r) => {
+        prompt = promptText(r);
+        return tokenizer.encodeWithSpecials('get_weather <|constrain|>json<|message|>{}<|call|>');
+      };
+      const body = await json(await chat({ tools, tool_choice: 'required' }));
+      expect(prompt.endsWith('<|start|>assistant<|channel|>commentary to=functions.')).toBe(true);
+      expect(body.choices[0].message.content).toBeNull();
+      expect(body.choices[0].message.tool_calls[0].function).toEqual({ name: 'get_weather', arguments: '{}' });
+    });
+
+    it("'none' drops the tools from the prompt", async () => {
+      let prompt = '';
+      script = (r) => {
+        prompt = promptText(r);
+        return ANSWER;
+      };
+      await json(await chat({ tools, tool_choice: 'none' }));
+      expect(prompt).not.toContain('get_weather');
+      expect(prompt.endsWith('<|start|>assistant')).toBe(true);
+    });
+  });
+
   it('stops on a stop string without leaking any of it, and cancels the sequence', async () => {
     const chunks = await sse(await chat({ stream: true, stop: [', ag'] }));
     const content = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
@@ -173,8 +233,17 @@ describe('errors in OpenAI shape', () => {
   it('max_tokens past the context → 400', async () => expectError(await chat({ max_tokens: 5000 }), 400, 'max_tokens'));
   it('body too large → 413', async () =>
     expectError(await chat({ messages: [{ role: 'user', content: 'x'.repeat(100 * 1024) }] }), 413, null));
-  it('unsupported tool_choice → 400', async () =>
+  it('tool_choice required without tools → 400', async () =>
     expectError(await chat({ tool_choice: 'required' }), 400, 'tool_choice'));
+  it('tool_choice naming an undeclared function → 400 naming it', async () =>
+    expectError(
+      await chat({
+        tools: [{ type: 'function', function: { name: 'get_weather' } }],
+        tool_choice: { type: 'function', function: { name: 'get_time' } },
+      }),
+      400,
+      'tool_choice.function.name',
+    ));
 });
 
 describe('admission and drain', () => {

@@ -166,6 +166,22 @@ describe('chat completions over the real engine', () => {
     expect(follow.choices).toHaveLength(1);
   });
 
+  it('forces a call to the named function (tool_choice), streaming with the official client', async () => {
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: user('Weather in Oslo?'),
+      tools: [WEATHER],
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      max_tokens: 6,
+      temperature: 0,
+      stream: true,
+    });
+    const calls: OpenAI.ChatCompletionChunk.Choice.Delta.ToolCall[] = [];
+    for await (const chunk of stream) calls.push(...(chunk.choices[0]?.delta.tool_calls ?? []));
+    // Random weights write noise as arguments, but the call itself is the one the client demanded.
+    expect(calls[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather' } });
+  });
+
   it('stops on a stop string, streaming and not, without leaking it', async () => {
     const params = { model: MODEL, messages: user('Say things'), max_tokens: 32, temperature: 0 } as const;
     const full = (await client.chat.completions.create(params)).choices[0]!.message.content ?? '';

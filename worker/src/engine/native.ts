@@ -43,6 +43,8 @@ interface NativeLoadOptions {
   maxWaiting: number;
   kvBlockSize: number;
   kvMemoryBytes: number;
+  /** Read by the CUDA backend only (sizes the KV cache from GPU memory); the CPU path uses kvMemoryBytes. */
+  kvMemoryFraction?: number;
   kvDtypeBf16: number;
   enablePrefixCaching: number;
 }
@@ -56,7 +58,9 @@ interface NativeAddon {
 }
 
 /** Defaults of the engine options (the C API's ms_engine_params_default). */
-export const ENGINE_DEFAULTS: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'modelPath'>> = {
+export const ENGINE_DEFAULTS: Required<
+  Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'modelPath' | 'kvMemoryFraction'>
+> = {
   maxContext: 4096,
   maxBatchedTokens: 2048,
   maxSeqs: 64,
@@ -230,6 +234,7 @@ export async function loadEngine(options: EngineOptions): Promise<Engine> {
         maxWaiting: resolved.maxWaiting,
         kvBlockSize: resolved.kvBlockSize,
         kvMemoryBytes: resolved.kvMemoryBytes,
+        ...(options.kvMemoryFraction !== undefined ? { kvMemoryFraction: options.kvMemoryFraction } : {}),
         kvDtypeBf16: resolved.kvDtype === 'bfloat16' ? 1 : 0,
         enablePrefixCaching: resolved.enablePrefixCaching ? 1 : 0,
       },

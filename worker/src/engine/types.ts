@@ -31,6 +31,8 @@ export interface EngineOptions {
   maxWaiting?: number;
   kvBlockSize?: number;
   kvMemoryBytes?: number;
+  /** CUDA backend: share of GPU memory for weights + activations + KV (the rest of it after weights becomes KV). */
+  kvMemoryFraction?: number;
   kvDtype?: 'float32' | 'bfloat16';
   enablePrefixCaching?: boolean;
   /** Called during loading with bytes processed and the total. */
@@ -48,6 +50,12 @@ export interface GenerationRequest {
   stopTokenIds?: number[];
   /** 0 or absent: no logprobs; N: the sampled token's logprob plus the top-N alternatives (N ≤ 20). */
   logprobs?: number;
+  /** OpenAI semantics, in [-2, 2] (0 = off): subtracts count × penalty from each generated token's logit. */
+  frequencyPenalty?: number;
+  /** OpenAI semantics, in [-2, 2] (0 = off): subtracts the penalty once from every token generated so far. */
+  presencePenalty?: number;
+  /** vLLM semantics, > 0 (1 = off): divides positive / multiplies negative logits of prompt and generated tokens. */
+  repetitionPenalty?: number;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
@@ -83,7 +91,7 @@ export type EventHandler = (events: TokenEvent[]) => void;
 
 export interface Engine {
   readonly info: ModelInfo;
-  readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads'>>;
+  readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'kvMemoryFraction'>>;
   /** Queues a request; returns its id. Throws EngineCapacityError when it can never fit or the queue is full. */
   submit(request: GenerationRequest, onEvents: EventHandler): number;
   /** Cancels a request; its KV blocks are freed before the next step. Unknown ids are ignored. */

@@ -64,6 +64,14 @@ export class ChatChoice {
     this.stop = new StopMatcher(stops);
   }
 
+  /** Feeds tokens the server wrote into the prompt as the start of the assistant's message (a forced tool-call
+   * header): they are parsed but are not completion tokens and have no logprobs. */
+  prime(tokens: readonly number[]): ChatDelta {
+    const delta: ChatDelta = {};
+    for (const token of tokens) this.apply(this.parser.push(token).events, delta);
+    return delta;
+  }
+
   /** Feeds one engine step's tokens; returns the delta to stream (empty object when nothing is visible yet). */
   push(events: TokenEvent[]): ChatDelta {
     const delta: ChatDelta = {};

@@ -59,6 +59,8 @@ const sampling = {
   user: z.string().optional(),
   frequency_penalty: penalty,
   presence_penalty: penalty,
+  // vLLM's extension: > 1 discourages tokens already in the prompt or the output, < 1 encourages them.
+  repetition_penalty: z.number().gt(0).nullable().optional(),
 };
 
 export const chatRequestSchema = z.object({

@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import type { WorkerContext } from '../context.js';
 import type { FinishReason, GenerationRequest } from '../engine/types.js';
 import { ChatFormatError, renderChatPrompt } from '../harmony/chat.js';
+import { forcedToolCallPrefix, ToolChoiceError } from '../harmony/tool-choice.js';
 import type { FunctionTool } from '../harmony/render.js';
 import { ChatChoice, isEmptyDelta, type ChatDelta, type ChatFinishReason } from '../openai/chat-choice.js';
 import { internalError, invalidRequest } from '../openai/errors.js';
@@ -27,15 +28,7 @@ import {
 const CHAT_STOP_TOKENS = [HARMONY.return, HARMONY.call];
 
 function toolsOf(body: ChatRequest): FunctionTool[] {
-  const choice = body.tool_choice;
-  if (choice === 'required' || (typeof choice === 'object' && choice !== null)) {
-    throw invalidRequest(
-      "tool_choice 'required' or a named function is not supported (no constrained decoding); use 'auto' or 'none'",
-      'tool_choice',
-      'unsupported_parameter',
-    );
-  }
-  if (choice === 'none' || !body.tools) return [];
+  if (body.tool_choice === 'none' || !body.tools) return [];
   return body.tools.map((t) => ({
     name: t.function.name,
     description: t.function.description,
@@ -49,13 +42,16 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   const engine = requireEngine(ctx, body.model);
   const sampling = samplingOf(body);
   let prompt: number[];
+  let forced: number[];
   try {
-    prompt = renderChatPrompt(ctx.tokenizer, body.messages, toolsOf(body), {
+    const tools = toolsOf(body);
+    forced = forcedToolCallPrefix(ctx.tokenizer, body.tool_choice, tools);
+    prompt = renderChatPrompt(ctx.tokenizer, body.messages, tools, {
       reasoningEffort: body.reasoning_effort ?? ctx.config.defaultReasoningEffort,
       conversationDate: ctx.conversationDate(),
-    });
+    }).concat(forced);
   } catch (err) {
-    if (err instanceof ChatFormatError) throw invalidRequest(err.message, err.param);
+    if (err instanceof ChatFormatError || err instanceof ToolChoiceError) throw invalidRequest(err.message, err.param);
     throw err;
   }
   const maxParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -80,6 +76,8 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
   const choices = Array.from({ length: n }, () => new ChatChoice(ctx.tokenizer, stops, topLogprobs));
+  // The forced tool-call header is part of the prompt; the parser must still see it to route what follows.
+  const primed = choices.map((c) => c.prime(forced));
   const finishReasons: (ChatFinishReason | undefined)[] = new Array(n).fill(undefined);
   const errors: string[] = [];
   const leave = ctx.state.enter();
@@ -154,6 +152,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   if (stream) {
     startEventStream(res);
     choices.forEach((_, index) => sendEvent(res, chunk(index, { role: 'assistant', content: '' }, null)));
+    primed.forEach((delta, index) => streamDelta(index, delta, null));
   }
   run.start();
   try {

@@ -38,20 +38,21 @@ interface SamplingFields {
   seed?: number | null;
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
+  repetition_penalty?: number | null;
 }
 
-/** Engine sampling settings; penalties are refused (the engine has none) rather than silently ignored. */
+/** Engine sampling settings (ranges were checked by the schema; the engine checks them again). */
 export function samplingOf(body: SamplingFields): Omit<GenerationRequest, 'prompt' | 'maxTokens'> {
-  for (const param of ['frequency_penalty', 'presence_penalty'] as const) {
-    if (body[param])
-      throw invalidRequest(`${param} is not supported by this server (use 0)`, param, 'unsupported_parameter');
-  }
   const out: Omit<GenerationRequest, 'prompt' | 'maxTokens'> = {};
   if (body.temperature !== undefined && body.temperature !== null) out.temperature = body.temperature;
   if (body.top_p !== undefined && body.top_p !== null) out.topP = body.top_p;
   if (body.top_k !== undefined && body.top_k !== null && body.top_k > 0) out.topK = body.top_k;
   if (body.min_p !== undefined && body.min_p !== null) out.minP = body.min_p;
   if (body.seed !== undefined && body.seed !== null) out.seed = body.seed;
+  if (body.frequency_penalty) out.frequencyPenalty = body.frequency_penalty;
+  if (body.presence_penalty) out.presencePenalty = body.presence_penalty;
+  if (body.repetition_penalty !== undefined && body.repetition_penalty !== null && body.repetition_penalty !== 1)
+    out.repetitionPenalty = body.repetition_penalty;
   return out;
 }
 

@@ -37,7 +37,7 @@ export class ScriptedEngine implements Engine {
     eosTokenId: 200002,
     weightBytes: 0,
   };
-  readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads'>>;
+  readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'kvMemoryFraction'>>;
   private nextId = 1;
   private readonly live = new Map<number, Live>();
   private timer?: NodeJS.Timeout;
