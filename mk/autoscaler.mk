@@ -5,7 +5,7 @@ SIM_COLD_STARTS ?= 30,5
 
 ##@ Autoscaler
 .PHONY: sim
-sim: ## Replay the Azure code trace (1x/2x/5x, 30 s and 5 s cold start) through ours and 4 baselines; plots in .tmp/sim/
+sim: ## Replay the Azure code trace (1x/2x/5x; 30 s, 5 s starts, standby): bursts no policy serves, ours vs 5 baselines; plots in .tmp/sim/
 	npx tsx hack/sim/main.ts --trace $(SIM_TRACE) --speeds $(SIM_SPEEDS) --cold-starts $(SIM_COLD_STARTS) --out .tmp/sim
 
 .PHONY: test-autoscaler

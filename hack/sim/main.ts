@@ -1,16 +1,22 @@
 // `make sim`: replays the Azure code trace at several speeds through the simulator with each policy and prints
 // TTFT SLO attainment, TTFT percentiles, GPU-hours, scale events and rejected requests; writes plots to .tmp/sim/.
-//   npx tsx hack/sim/main.ts [--trace FILE] [--speeds 1,2,5] [--cold-starts 30,5] [--out .tmp/sim]
+// First, per speed, the trace's bursts that no reactive policy serves (bursts.ts), then the policy tables.
+//   npx tsx hack/sim/main.ts [--trace FILE] [--speeds 1,2,5] [--cold-starts 30,5] [--standby 1] [--jitter-seed N]
+//     [--out .tmp/sim]
+// --jitter-seed N (N > 0) moves every arrival by up to ±0.25 s (seeded) before the replay, to show the replay's noise.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hpaPolicy, knativePolicy, oursPolicy, staticPolicy } from './policies.js';
+import { hpaPolicy, knativePolicy, OURS_CONFIG, oursPolicy, staticPolicy } from './policies.js';
+import { burstOutcomes, burstTable, findBursts, type StartupClasses } from './bursts.js';
 import { burstReport, plotHtml } from './report.js';
 import { simulate, type SimOptions, type SimResult } from './simulator.js';
-import { loadTrace, scaleTrace, type TraceRequest } from './trace.js';
+import { jitterTrace, loadTrace, scaleTrace, type TraceRequest } from './trace.js';
 import { GPT_OSS_120B_H100, prefillThroughput } from './workerModel.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+/** Seconds from promoting a loaded standby to its first routed request (label patch, EndpointSlice, gateway). */
+const PROMOTE_S = 1;
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -23,17 +29,26 @@ const numbers = (s: string, flag: string): number[] =>
     return n;
   });
 
-/** Replicas for the trace's peak (10 s windows) and mean prefill token rates: the static baselines' sizes. */
-function staticSizes(trace: TraceRequest[], perReplica: number): { peak: number; mean: number } {
-  const windows = new Map<number, number>();
-  let total = 0;
-  for (const r of trace) {
-    windows.set(Math.floor(r.t / 10), (windows.get(Math.floor(r.t / 10)) ?? 0) + r.context);
-    total += r.context;
-  }
-  const peakRate = Math.max(...windows.values()) / 10;
+/**
+ * The static baselines' sizes: replicas for the trace's peak prompt-token rate over 10 s windows (the issue's
+ * static peak) and over 2 s windows (enough for the sharpest bursts), and for its mean rate.
+ */
+function staticSizes(trace: TraceRequest[], perReplica: number): { peak: number; burst: number; mean: number } {
+  const peakOver = (seconds: number) => {
+    const windows = new Map<number, number>();
+    for (const r of trace) {
+      const w = Math.floor(r.t / seconds);
+      windows.set(w, (windows.get(w) ?? 0) + r.context);
+    }
+    return Math.max(...windows.values()) / seconds;
+  };
+  const total = trace.reduce((sum, r) => sum + r.context, 0);
   const meanRate = total / Math.max(1, trace[trace.length - 1]!.t);
-  return { peak: Math.ceil(peakRate / perReplica), mean: Math.max(1, Math.ceil(meanRate / perReplica)) };
+  return {
+    peak: Math.ceil(peakOver(10) / perReplica),
+    burst: Math.ceil(peakOver(2) / perReplica),
+    mean: Math.max(1, Math.ceil(meanRate / perReplica)),
+  };
 }
 
 const pct = (x: number) => (100 * x).toFixed(1);
@@ -50,9 +65,14 @@ function main(): void {
   );
   const speeds = numbers(arg('speeds', '1,2,5'), 'speeds');
   const coldStarts = numbers(arg('cold-starts', '30,5'), 'cold-starts');
+  const standbys = Number(arg('standby', '1'));
+  if (!Number.isInteger(standbys) || standbys < 0) throw new Error(`--standby: ${arg('standby', '1')} is not a count`);
   const outDir = path.resolve(repoRoot, arg('out', '.tmp/sim'));
   mkdirSync(outDir, { recursive: true });
-  const base = loadTrace(traceFile);
+  const seed = Number(arg('jitter-seed', '0'));
+  if (!Number.isInteger(seed) || seed < 0) throw new Error(`--jitter-seed: ${arg('jitter-seed', '0')} is not a count`);
+  const loaded = loadTrace(traceFile);
+  const base = seed > 0 ? jitterTrace(loaded, seed) : loaded;
   const model = GPT_OSS_120B_H100;
   const meanContext = base.reduce((s, r) => s + r.context, 0) / base.length;
   const perReplica = prefillThroughput(model, meanContext);
@@ -66,46 +86,75 @@ function main(): void {
     'TTFT SLO 2 s; attainment counts rejected requests as misses; GPU-hours include cold starts and drains\n',
   );
 
+  // The gateway's defaults (operator/src/gateway/config.ts): 64 in flight per worker, 256 queued, 60 s deadline.
+  const optionsFor = (speed: number, coldStartS: number): SimOptions => ({
+    model,
+    coldStartS,
+    gpusPerReplica: 1,
+    ttftSloS: 2,
+    ttftWindowS: 20,
+    maxQueue: 256,
+    queueTimeoutS: 60,
+    maxInflightPerWorker: 64,
+    promoteS: PROMOTE_S,
+    sampleEveryS: 5 / speed,
+  });
+
+  const classes: StartupClasses = [
+    ...coldStarts.map((c): [string, number] => [`${c} s start`, c]),
+    // As many loaded standbys as the burst needs, each serving PROMOTE_S after its promotion.
+    [`standby promotion (${PROMOTE_S} s)`, PROMOTE_S],
+  ];
+  for (const speed of speeds) {
+    const trace = scaleTrace(base, speed);
+    const outcomes = burstOutcomes(trace, findBursts(trace, perReplica), optionsFor(speed, coldStarts[0]!), classes);
+    console.log(`### Bursts at ${speed}x that no reactive policy serves\n`);
+    console.log(burstTable(outcomes, classes, trace.length, perReplica) + '\n');
+  }
+
   for (const coldStartS of coldStarts) {
     for (const speed of speeds) {
       const trace = scaleTrace(base, speed);
       const sizes = staticSizes(trace, perReplica);
-      const options: SimOptions = {
-        model,
-        coldStartS,
-        gpusPerReplica: 1,
-        ttftSloS: 2,
-        ttftWindowS: 20,
-        maxQueue: 2000,
-        queueTimeoutS: 60,
-        maxInflightPerWorker: 16,
-        sampleEveryS: 5 / speed,
-      };
+      const options = optionsFor(speed, coldStartS);
       const started = Date.now();
+      const countsOnly = { serviceRate: true, tokens: false };
       const results = [
-        oursPolicy(),
-        oursPolicy(undefined, 'ours-no-rate', false),
+        oursPolicy(OURS_CONFIG, 'ours', countsOnly),
+        // The prompt-token view, with one replica's prefill rate from the worker model (the engine's benchmark).
+        oursPolicy({ ...OURS_CONFIG, prefillTokensPerSecond: perReplica }, 'ours+tokens'),
         staticPolicy(`static-peak(${sizes.peak})`, sizes.peak),
         staticPolicy(`static-mean(${sizes.mean})`, sizes.mean),
         hpaPolicy(),
         knativePolicy(),
+        staticPolicy(`static-burst(${sizes.burst})`, sizes.burst),
       ].map((p) => simulate(trace, p, options));
+      if (standbys > 0) {
+        const policy = oursPolicy(OURS_CONFIG, `ours+standby(${standbys})`, countsOnly);
+        results.push(simulate(trace, policy, { ...options, standbyReplicas: standbys }));
+      }
       const elapsed = (Date.now() - started) / 1000;
       console.log(`### ${speed}x speed, ${coldStartS} s cold start (simulated in ${elapsed.toFixed(1)} s)\n`);
       console.log('| policy | TTFT<=2s % | p95 TTFT s | p99 TTFT s | GPU-h | scale events | rejected | max replicas |');
       console.log('|---|---|---|---|---|---|---|---|');
       for (const r of results) console.log(row(r));
-      const ours = results[0]!;
       const peak = results[2]!;
-      const dominatedBy = results
-        .slice(4)
-        .filter((r) => r.sloAttainment > ours.sloAttainment && r.gpuHours < ours.gpuHours)
-        .map((r) => r.policy);
-      console.log(
-        `\nours vs static peak: attainment ${(100 * (ours.sloAttainment - peak.sloAttainment)).toFixed(2)} points, ` +
-          `GPU-hours ${pct(ours.gpuHours / peak.gpuHours)} %; dominated by a dynamic baseline: ${dominatedBy.length ? dominatedBy.join(', ') : 'no'}`,
-      );
-      console.log(burstReport(ours, 2));
+      const dynamic = results.slice(4, 6);
+      console.log('');
+      const burstSized = results[6]!;
+      for (const ours of [results[0]!, results[1]!, ...results.slice(7)]) {
+        const dominatedBy = dynamic
+          .filter((r) => r.sloAttainment > ours.sloAttainment && r.gpuHours < ours.gpuHours)
+          .map((r) => r.policy);
+        console.log(
+          `${ours.policy} vs static peak: attainment ${(100 * (ours.sloAttainment - peak.sloAttainment)).toFixed(2)} points, ` +
+            `GPU-hours ${pct(ours.gpuHours / peak.gpuHours)} %` +
+            ` (${pct(ours.gpuHours / burstSized.gpuHours)} % of ${burstSized.policy})` +
+            (ours.standbyGpuHours > 0 ? ` (standbys ${ours.standbyGpuHours.toFixed(2)} GPU-h)` : '') +
+            `; dominated by a dynamic baseline: ${dominatedBy.length ? dominatedBy.join(', ') : 'no'}`,
+        );
+      }
+      console.log(burstReport(results[0]!, 2));
       const file = path.join(outDir, `sim-${speed}x-cold${coldStartS}s.html`);
       writeFileSync(file, plotHtml(`${speed}x speed, ${coldStartS} s cold start`, results));
       console.log(`plot: ${path.relative(repoRoot, file)}\n`);

@@ -26,11 +26,23 @@ export const OURS_CONFIG: PolicyConfig = {
   scaleToZeroAfterSeconds: 300,
 };
 
+/** Which optional signals the policy gets: the finished-requests rate, the prompt-token view, the standby count. */
+export interface OursSignals {
+  serviceRate: boolean;
+  tokens: boolean;
+}
+
 /**
  * The real policy, ticking every 2 s on the simulated signals; pods never stay Pending (an unlimited GPU pool).
- * useServiceRate false leaves out the finished-requests counter (an ablation: the queue view alone).
+ * Without `tokens` it sees what loop.ts feeds it today (request counts, finished requests/s, TTFT p95); with them
+ * also the prompt tokens queued and finished per second (signals the loop does not read yet). It always sees the
+ * loaded standbys (0 without any).
  */
-export function oursPolicy(config: PolicyConfig = OURS_CONFIG, name = 'ours', useServiceRate = true): SimPolicy {
+export function oursPolicy(
+  config: PolicyConfig = OURS_CONFIG,
+  name = 'ours',
+  signals: OursSignals = { serviceRate: true, tokens: true },
+): SimPolicy {
   let state: PolicyState | undefined;
   let current = 1;
   return {
@@ -50,7 +62,11 @@ export function oursPolicy(config: PolicyConfig = OURS_CONFIG, name = 'ours', us
           workerWaiting: v.workerWaiting,
           workerRunning: v.workerRunning,
           ...(v.ttftP95Ms !== undefined ? { ttftP95Ms: v.ttftP95Ms } : {}),
-          ...(useServiceRate ? { completedPerSecond: v.completedPerSecond } : {}),
+          ...(signals.serviceRate ? { completedPerSecond: v.completedPerSecond } : {}),
+          ...(signals.tokens
+            ? { queuedPromptTokens: v.queuedPromptTokens, promptTokensPerSecond: v.promptTokensPerSecond }
+            : {}),
+          standbyReady: v.standbyReady,
           scheduleFloor: 0,
           signalsAvailable: true,
         },

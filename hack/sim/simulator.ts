@@ -1,28 +1,44 @@
 // Discrete-event simulation of one model behind the gateway: requests arrive from a trace, wait in the gateway queue
-// (bounded, with a deadline), go to the ready replica with the least outstanding prefill, and are served by the
-// roofline worker model step by step (continuous batching: decodes first, then prefill chunks under the token
-// budget). A scaling policy runs every tick on what a real autoscaler could observe at that moment — never the
-// trace's future — and its replica count is applied with a cold start before new replicas take traffic.
+// (bounded, with a deadline), go to the ready serving replica with the fewest outstanding requests (the gateway's
+// least-loaded pick; the trace has no prompts, so no prefix affinity), and are served by the roofline worker model
+// step by step (continuous batching: decodes first, then prefill chunks under the token budget; a request that
+// arrives during a step joins the next one). A scaling policy runs every tick on what a real autoscaler could observe
+// at that moment — never the trace's future: the workers' TTFT histogram (from the worker's own arrival, so gateway
+// queueing is not in it) and gauges, the gateway queue — and its replica count is applied with a cold start before
+// new replicas take traffic. With standby replicas (spec.prewarm.standbyReplicas) a scale-up first promotes loaded
+// standbys, which serve after promoteS, and the pool is topped back up with cold-starting standbys; standbys hold a
+// GPU, so they count in GPU-hours.
+import { histogramQuantile, type Buckets } from '../../operator/src/autoscaler/prometheus.js';
+import { TTFT_BUCKETS } from '../../worker/src/metrics.js';
 import type { TraceRequest } from './trace.js';
 import { stepSeconds, type WorkerModel } from './workerModel.js';
 
 export interface ClusterView {
   now: number;
-  /** Replicas asked for (starting + ready; draining ones excluded). */
+  /** Serving replicas asked for (starting + ready; draining ones and standbys excluded). */
   replicas: number;
   ready: number;
   starting: number;
+  /** Standby replicas loaded and ready to be promoted. */
+  standbyReady: number;
   gatewayQueue: number;
   /** Admitted to a worker, prefill not started. */
   workerWaiting: number;
   /** Prefilling or decoding. */
   workerRunning: number;
-  /** p95 TTFT (ms) of first tokens in the last ttftWindowS, undefined without samples. */
+  /**
+   * p95 TTFT (ms) in the last ttftWindowS as the autoscaler computes it: the workers' histogram (TTFT from the
+   * worker's arrival, vLLM's buckets) and histogram_quantile's interpolation; undefined without samples.
+   */
   ttftP95Ms?: number;
+  /** Prompt tokens of the requests in the gateway queue and not yet started on the workers. */
+  queuedPromptTokens: number;
   /** Mean fraction of time the ready replicas were stepping since this policy's previous tick. */
   busyFraction: number;
   /** Requests finished per second since this policy's previous tick (the workers' request counters). */
   completedPerSecond: number;
+  /** Prompt tokens of the requests finished per second since the previous tick (vllm:prompt_tokens_total). */
+  promptTokensPerSecond: number;
 }
 
 export interface SimPolicy {
@@ -43,12 +59,18 @@ export interface SimOptions {
   queueTimeoutS: number;
   /** The gateway sends at most this many outstanding requests to one worker; the rest wait in its queue. */
   maxInflightPerWorker: number;
+  /** Standby replicas kept loaded but not routed (0: none). */
+  standbyReplicas?: number;
+  /** Seconds from promoting a loaded standby to its first routed request (label patch, EndpointSlice, gateway). */
+  promoteS?: number;
   /** Timeline sampling period for plots. */
   sampleEveryS: number;
 }
 
 interface Seq {
   arrival: number;
+  /** When the gateway sent it to a worker (the worker's TTFT clock starts here). */
+  dispatched?: number;
   context: number;
   prefillLeft: number;
   decodeLeft: number;
@@ -61,6 +83,9 @@ interface Replica {
   createdAt: number;
   readyAt: number;
   state: 'starting' | 'ready' | 'draining' | 'gone';
+  role: 'serving' | 'standby';
+  /** When a standby became a serving replica. */
+  promotedAt?: number;
   seqs: Seq[];
   stepping: boolean;
   busyS: number;
@@ -90,6 +115,8 @@ export interface SimResult {
   timeline: TimelinePoint[];
   /** Arrival times of requests that missed the SLO (served late or rejected), for burst analysis. */
   missedArrivals: number[];
+  /** GPU-hours of standby replicas (included in gpuHours). */
+  standbyGpuHours: number;
   durationS: number;
 }
 
@@ -135,7 +162,10 @@ class MinHeap<T> {
   }
 }
 
-type Event = { kind: 'tick' } | { kind: 'ready'; r: Replica } | { kind: 'step'; r: Replica; seconds: number };
+/** One engine step: the prefill tokens it runs per sequence (0 = that sequence decodes one token). */
+type StepPlan = { seq: Seq; prefill: number }[];
+type Event =
+  { kind: 'tick' } | { kind: 'ready'; r: Replica } | { kind: 'step'; r: Replica; seconds: number; plan: StepPlan };
 
 export function quantile(sorted: number[], q: number): number {
   if (!sorted.length) return NaN;
@@ -145,10 +175,13 @@ export function quantile(sorted: number[], q: number): number {
 
 export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions): SimResult {
   const m = o.model;
+  const standbys = o.standbyReplicas ?? 0;
+  const promoteS = o.promoteS ?? 1;
   const heap = new MinHeap<Event>();
   const replicas: Replica[] = [];
   const queue: Seq[] = [];
   const ttfts: number[] = [];
+  /** Worker-side TTFTs by the time of the first token: what the workers' histograms hold. */
   const recentFirst: { t: number; ttft: number }[] = [];
   const missed: number[] = [];
   const timeline: TimelinePoint[] = [];
@@ -160,21 +193,27 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
   let lastBusy = new Map<number, number>();
   let completed = 0;
   let completedAtLastTick = 0;
+  let promptTokensDone = 0;
+  let promptTokensAtLastTick = 0;
   let now = 0;
 
-  const live = () => replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
-  const addReplica = (t: number, coldStart: number) => {
+  const isLive = (r: Replica) => r.state === 'starting' || r.state === 'ready';
+  const serving = () => replicas.filter((r) => r.role === 'serving' && isLive(r));
+  const standbyPool = () => replicas.filter((r) => r.role === 'standby' && isLive(r));
+  const addReplica = (t: number, coldStart: number, role: Replica['role'] = 'serving') => {
     const r: Replica = {
       id: nextId++,
       createdAt: t,
       readyAt: t + coldStart,
       state: 'starting',
+      role,
       seqs: [],
       stepping: false,
       busyS: 0,
     };
     replicas.push(r);
     heap.push(r.readyAt, { kind: 'ready', r });
+    return r;
   };
   const retire = (r: Replica, t: number) => {
     if (r.state === 'starting' || r.seqs.length === 0) {
@@ -182,55 +221,80 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
       r.goneAt = t;
     } else r.state = 'draining';
   };
+  /** k more serving replicas: loaded standbys first (promoteS), then loading standbys, then cold starts. */
+  const scaleUp = (t: number, k: number) => {
+    const pool = standbyPool().sort((a, b) => a.readyAt - b.readyAt);
+    for (const r of pool.slice(0, k)) {
+      r.role = 'serving';
+      r.promotedAt = t;
+      if (r.state === 'ready') {
+        r.state = 'starting';
+        r.readyAt = t + promoteS;
+        heap.push(r.readyAt, { kind: 'ready', r });
+      }
+    }
+    for (let i = pool.length; i < k; i++) addReplica(t, o.coldStartS);
+    for (let i = standbyPool().length; i < standbys; i++) addReplica(t, o.coldStartS, 'standby');
+  };
 
   const schedule = (r: Replica, t: number) => {
     if (r.stepping || r.seqs.length === 0) return;
-    const decoding = r.seqs.filter((s) => s.prefillLeft === 0);
-    let budget = m.maxBatchedTokens - decoding.length;
+    const plan: StepPlan = [];
+    let budget = m.maxBatchedTokens;
+    let decodes = 0;
+    let kvTokens = 0;
+    // Decodes first (at most maxSeqs sequences in the batch), then prefill chunks in arrival order.
+    for (const s of r.seqs) {
+      if (s.prefillLeft > 0 || plan.length >= m.maxSeqs) continue;
+      plan.push({ seq: s, prefill: 0 });
+      decodes++;
+      budget--;
+      kvTokens += s.context;
+    }
     let prefillTokens = 0;
     let attend = 0;
     for (const s of r.seqs) {
-      if (budget <= 0) break;
+      if (budget <= 0 || plan.length >= m.maxSeqs) break;
       if (s.prefillLeft === 0) continue;
       const chunk = Math.min(s.prefillLeft, budget);
       const done = s.context - s.prefillLeft;
       attend += chunk * (done + chunk / 2);
       prefillTokens += chunk;
       budget -= chunk;
+      plan.push({ seq: s, prefill: chunk });
     }
-    const kvTokens = decoding.reduce((sum, s) => sum + s.context, 0);
-    const seconds = stepSeconds(m, { decodes: decoding.length, prefillTokens, prefillAttendTokens: attend, kvTokens });
+    const seconds = stepSeconds(m, { decodes, prefillTokens, prefillAttendTokens: attend, kvTokens });
     r.stepping = true;
-    heap.push(t + seconds, { kind: 'step', r, seconds });
+    heap.push(t + seconds, { kind: 'step', r, seconds, plan });
   };
 
-  const finishStep = (r: Replica, t: number, seconds: number) => {
+  const finishStep = (r: Replica, t: number, seconds: number, plan: StepPlan) => {
     r.stepping = false;
     r.busyS += seconds;
-    let budget = m.maxBatchedTokens - r.seqs.filter((s) => s.prefillLeft === 0).length;
-    for (const s of r.seqs) {
-      if (s.prefillLeft === 0) {
+    for (const { seq: s, prefill } of plan) {
+      if (prefill === 0) {
         s.decodeLeft -= 1;
         continue;
       }
-      if (budget <= 0) continue;
-      const chunk = Math.min(s.prefillLeft, budget);
       s.started = true;
-      s.prefillLeft -= chunk;
-      budget -= chunk;
+      s.prefillLeft -= prefill;
       if (s.prefillLeft === 0) {
         // The prefill's last step samples the first token.
         s.firstToken = t;
         s.decodeLeft -= 1;
         const ttft = t - s.arrival;
         ttfts.push(ttft);
-        recentFirst.push({ t, ttft });
+        recentFirst.push({ t, ttft: t - (s.dispatched ?? s.arrival) });
         if (ttft > o.ttftSloS) missed.push(s.arrival);
       }
     }
     const before = r.seqs.length;
+    // The worker counts a request's prompt tokens when it finishes (worker/src/sequences.ts); the loop scrapes ready
+    // pods only, so a draining replica's counters are not seen.
+    const scraped = r.state !== 'draining';
+    if (scraped) for (const s of r.seqs) if (s.decodeLeft <= 0 && s.prefillLeft === 0) promptTokensDone += s.context;
     r.seqs = r.seqs.filter((s) => s.decodeLeft > 0 || s.prefillLeft > 0);
-    completed += before - r.seqs.length;
+    if (scraped) completed += before - r.seqs.length;
     if (r.state === 'draining' && r.seqs.length === 0) {
       r.state = 'gone';
       r.goneAt = t;
@@ -246,32 +310,43 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
     }
     while (queue.length) {
       let best: Replica | undefined;
-      let bestLoad = Infinity;
       for (const r of replicas) {
-        if (r.state !== 'ready' || r.seqs.length >= Math.min(m.maxSeqs, o.maxInflightPerWorker)) continue;
-        const load = r.seqs.reduce((sum, s) => sum + s.prefillLeft, 0) + r.seqs.length;
-        if (load < bestLoad) {
-          best = r;
-          bestLoad = load;
-        }
+        if (r.state !== 'ready' || r.role !== 'serving' || r.seqs.length >= o.maxInflightPerWorker) continue;
+        if (!best || r.seqs.length < best.seqs.length) best = r;
       }
       if (!best) return;
-      best.seqs.push(queue.shift()!);
+      const s = queue.shift()!;
+      s.dispatched = t;
+      best.seqs.push(s);
       schedule(best, t);
     }
   };
 
-  const view = (t: number): ClusterView => {
+  const ttftHistogramP95 = (t: number): number | undefined => {
     const cutoff = t - o.ttftWindowS;
     while (recentFirst.length && recentFirst[0]!.t < cutoff) recentFirst.shift();
-    const recent = recentFirst.map((x) => x.ttft).sort((a, b) => a - b);
-    const ready = replicas.filter((r) => r.state === 'ready');
+    if (!recentFirst.length) return undefined;
+    const buckets: Buckets = new Map([...TTFT_BUCKETS, Infinity].map((b) => [b, 0]));
+    for (const { ttft } of recentFirst) {
+      for (const b of buckets.keys()) if (ttft <= b) buckets.set(b, buckets.get(b)! + 1);
+    }
+    return histogramQuantile(0.95, buckets);
+  };
+
+  const view = (t: number): ClusterView => {
+    const p95 = ttftHistogramP95(t);
+    const ready = replicas.filter((r) => r.state === 'ready' && r.role === 'serving');
     let waiting = 0;
     let running = 0;
-    for (const r of replicas)
+    let queuedPromptTokens = queue.reduce((sum, s) => sum + s.context, 0);
+    // The workers' gauges, from the pods the loop scrapes: ready ones (a draining pod is terminating).
+    for (const r of ready)
       for (const s of r.seqs) {
         if (s.started) running++;
-        else waiting++;
+        else {
+          waiting++;
+          queuedPromptTokens += s.context;
+        }
       }
     const elapsed = Math.max(1e-9, t - lastTick);
     const busy = ready.length
@@ -281,23 +356,30 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
     lastBusy = new Map(replicas.map((r) => [r.id, r.busyS]));
     const completedPerSecond = (completed - completedAtLastTick) / elapsed;
     completedAtLastTick = completed;
+    const promptTokensPerSecond = (promptTokensDone - promptTokensAtLastTick) / elapsed;
+    promptTokensAtLastTick = promptTokensDone;
     lastTick = t;
+    const live = serving();
     return {
       now: t,
-      replicas: live().length,
+      replicas: live.length,
       ready: ready.length,
-      starting: live().length - ready.length,
+      starting: live.length - ready.length,
+      standbyReady: standbyPool().filter((r) => r.state === 'ready').length,
       gatewayQueue: queue.length,
       workerWaiting: waiting,
       workerRunning: running,
-      ...(recent.length ? { ttftP95Ms: quantile(recent, 0.95) * 1000 } : {}),
+      ...(p95 !== undefined ? { ttftP95Ms: p95 * 1000 } : {}),
+      queuedPromptTokens,
       busyFraction: busy,
       completedPerSecond,
+      promptTokensPerSecond,
     };
   };
 
-  // The initial replicas are up before the first request.
+  // The initial replicas (and standbys) are up before the first request.
   for (let i = 0; i < policy.initialReplicas; i++) addReplica(0, 0);
+  for (let i = 0; i < standbys; i++) addReplica(0, 0, 'standby');
   for (const r of replicas) r.state = 'ready';
   const endOfTrace = trace.length ? trace[trace.length - 1]!.t : 0;
   heap.push(0, { kind: 'tick' });
@@ -328,11 +410,13 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
     const ev = heap.pop();
     if (!ev) break;
     now = ev.t;
-    if (ev.v.kind === 'step') finishStep(ev.v.r, now, ev.v.seconds);
+    if (ev.v.kind === 'step') finishStep(ev.v.r, now, ev.v.seconds, ev.v.plan);
     else if (ev.v.kind === 'ready') {
-      if (ev.v.r.state === 'starting') {
-        ev.v.r.state = 'ready';
-        dispatch(now);
+      const r = ev.v.r;
+      // A promoted standby re-arms its ready time; only the event that matches it counts.
+      if (r.state === 'starting' && r.readyAt <= now) {
+        r.state = 'ready';
+        if (r.role === 'serving') dispatch(now);
       }
     } else {
       const v = view(now);
@@ -347,9 +431,9 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
         nextSample += o.sampleEveryS;
       }
       const want = Math.max(0, Math.round(policy.decide(v)));
-      const have = live();
+      const have = serving();
       if (want !== have.length) scaleEvents++;
-      for (let k = have.length; k < want; k++) addReplica(now, o.coldStartS);
+      if (want > have.length) scaleUp(now, want - have.length);
       if (want < have.length) {
         // Starting replicas first (newest first), then the ready ones with the least work.
         const order = [...have].sort((a, b) =>
@@ -364,7 +448,7 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
         for (const r of order.slice(0, have.length - want)) retire(r, now);
         dispatch(now);
       }
-      maxReplicas = Math.max(maxReplicas, live().length);
+      maxReplicas = Math.max(maxReplicas, serving().length);
       const idleForever = ai >= trace.length && !queue.length && !replicas.some((r) => r.seqs.length > 0);
       if (!idleForever) heap.push(now + policy.tickSeconds, { kind: 'tick' });
     }
@@ -372,7 +456,13 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
 
   const end = Math.max(now, endOfTrace);
   let gpuSeconds = 0;
-  for (const r of replicas) gpuSeconds += ((r.goneAt ?? end) - r.createdAt) * o.gpusPerReplica;
+  let standbySeconds = 0;
+  for (const r of replicas) {
+    const s = ((r.goneAt ?? end) - r.createdAt) * o.gpusPerReplica;
+    gpuSeconds += s;
+    if (r.role === 'standby') standbySeconds += s;
+    else if (r.promotedAt !== undefined) standbySeconds += (r.promotedAt - r.createdAt) * o.gpusPerReplica;
+  }
   const sorted = [...ttfts].sort((a, b) => a - b);
   const served = ttfts.length;
   const good = ttfts.filter((x) => x <= o.ttftSloS).length;
@@ -386,6 +476,7 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
     ttftP95: quantile(sorted, 0.95),
     ttftP99: quantile(sorted, 0.99),
     gpuHours: gpuSeconds / 3600,
+    standbyGpuHours: standbySeconds / 3600,
     scaleEvents,
     maxReplicas,
     timeline,

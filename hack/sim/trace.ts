@@ -39,3 +39,13 @@ export function loadTrace(file: string): TraceRequest[] {
 export function scaleTrace(trace: TraceRequest[], speed: number): TraceRequest[] {
   return trace.map((r) => ({ ...r, t: r.t / speed }));
 }
+
+/**
+ * The same trace with every arrival moved by a uniform offset in ±spreadS/2 (a seeded generator, so runs repeat):
+ * how much a result owes to the exact arrival times, i.e. the replay's noise.
+ */
+export function jitterTrace(trace: TraceRequest[], seed: number, spreadS = 0.5): TraceRequest[] {
+  let x = (seed * 2654435761) % 2147483648;
+  const next = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
+  return trace.map((r) => ({ ...r, t: Math.max(0, r.t + (next() - 0.5) * spreadS) })).sort((a, b) => a.t - b.t);
+}
