@@ -26,6 +26,11 @@ export interface NodeAgentOptions {
   gpusPerNode?: number;
   namePrefix?: string;
   mappings?: ImageMapping[];
+  /**
+   * hostPath prefixes that are node-local (a node cache such as /var/lib/modelserve/weights): each fake node keeps its
+   * own copy under stateDir/nodes/<node>/, as separate machines would. Other hostPaths are this machine's paths.
+   */
+  nodeLocalHostPaths?: string[];
   log?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -122,6 +127,7 @@ export class NodeAgent {
       podDir: path.join(this.opts.stateDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${uid.slice(0, 8)}`),
       podIP,
       hostIP: node.hostIP,
+      hostPath: (p) => this.nodeHostPath(node.name, p),
       wrap,
       log: this.log,
     });
@@ -166,6 +172,12 @@ export class NodeAgent {
     await Promise.all([...this.runners.entries()].map(([uid, r]) => this.finish(uid, r, maxGraceSeconds, false)));
     await this.registrar.unregister();
     this.network.close();
+  }
+
+  /** Where hostPath `p` of pods on `node` lives on this machine (see nodeLocalHostPaths). */
+  nodeHostPath(node: string, p: string): string {
+    const local = (this.opts.nodeLocalHostPaths ?? []).some((prefix) => p === prefix || p.startsWith(`${prefix}/`));
+    return local ? path.join(this.opts.stateDir, 'nodes', node, p) : p;
   }
 
   /** 'netns' (each pod its own network namespace and address) or 'loopback' (no root: 127.x pod IPs). */

@@ -23,6 +23,11 @@ export function defaultImageMappings(repoRoot: string): ImageMapping[] {
     { image: 'modelserve/worker', command: [...tsx, path.join(repoRoot, 'worker/src/main.ts')] },
     { image: 'modelserve/operator', command: [...tsx, path.join(repoRoot, 'operator/src/main.ts')] },
     { image: 'modelserve/gateway', command: [...tsx, path.join(repoRoot, 'operator/src/gateway/main.ts')] },
+    // The node-local weight cache's stager Jobs (operator --stager-image=…/weight-stager in local systems and tests).
+    {
+      image: 'modelserve/weight-stager',
+      command: [...tsx, path.join(repoRoot, 'operator/src/weightcache/stager.ts')],
+    },
   ];
 }
 

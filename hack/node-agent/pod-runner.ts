@@ -3,7 +3,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import type { CoreV1Api, V1Container, V1ContainerStatus, V1Pod, V1Probe } from '@kubernetes/client-node';
+import type {
+  CoreV1Api,
+  V1Container,
+  V1ContainerStatus,
+  V1Pod,
+  V1Probe,
+  V1ResourceFieldSelector,
+} from '@kubernetes/client-node';
+import { parseBytes } from '../../operator/src/weightcache/keys.js';
 
 import { localCommand, type ImageMapping } from './image-map.js';
 
@@ -13,6 +21,8 @@ export interface PodRunnerDeps {
   podDir: string;
   podIP: string;
   hostIP: string;
+  /** Where a hostPath volume lives on this machine (each fake node may keep its own copy of node-local paths). */
+  hostPath?: (p: string) => string;
   /** Runs a command inside the pod's network (see pod-network.ts). */
   wrap: (command: string, args: string[]) => [string, string[]];
   log: (msg: string, fields?: Record<string, unknown>) => void;
@@ -25,9 +35,14 @@ interface ContainerState {
   restarts: number;
   startedAt?: string;
   waiting?: { reason: string; message: string };
-  terminated?: { exitCode: number; reason: string; finishedAt: string };
+  terminated?: { exitCode: number; reason: string; finishedAt: string; message?: string };
   probeFailures: number;
   livenessFailures: number;
+  /** The startup probe has passed (or there is none): liveness probing may begin. */
+  started: boolean;
+  startupFailures: number;
+  /** Date.now() of the last startup/liveness probe, to honour their periodSeconds. */
+  lastProbeMs: { startup?: number; liveness?: number };
   restartTimer?: NodeJS.Timeout;
 }
 
@@ -70,6 +85,9 @@ export class PodRunner {
           restarts: 0,
           probeFailures: 0,
           livenessFailures: 0,
+          started: false,
+          startupFailures: 0,
+          lastProbeMs: {},
           waiting: { reason: 'Init:Error', message: `init container ${init.name} exited ${code}` },
         }));
         this.markDirty();
@@ -82,6 +100,9 @@ export class PodRunner {
       restarts: 0,
       probeFailures: 0,
       livenessFailures: 0,
+      started: false,
+      startupFailures: 0,
+      lastProbeMs: {},
     }));
     for (const c of this.containers) this.launch(c, mounts);
     this.timers.push(setInterval(() => void this.probeAll(), 1000));
@@ -107,7 +128,9 @@ export class PodRunner {
     for (const v of this.pod.spec?.volumes ?? []) {
       const dir = path.join(this.deps.podDir, 'volumes', v.name);
       if (v.hostPath) {
-        volumeDirs.set(v.name, v.hostPath.path);
+        const local = this.deps.hostPath?.(v.hostPath.path) ?? v.hostPath.path;
+        if (v.hostPath.type === 'DirectoryOrCreate') fs.mkdirSync(local, { recursive: true });
+        volumeDirs.set(v.name, local);
         continue;
       }
       fs.mkdirSync(dir, { recursive: true });
@@ -168,6 +191,7 @@ export class PodRunner {
       let value = e.value;
       const from = e.valueFrom;
       if (from?.fieldRef) value = field(from.fieldRef.fieldPath);
+      else if (from?.resourceFieldRef) value = this.resourceField(from.resourceFieldRef);
       else if (from?.configMapKeyRef) {
         const cm = await this.deps.core.readNamespacedConfigMap({
           name: from.configMapKeyRef.name as string,
@@ -184,6 +208,16 @@ export class PodRunner {
     // The GPUs of these nodes are fake: the engine runs on its CPU backend whatever backend the pod asks for.
     env.MODELSERVE_BACKEND = 'cpu';
     return env;
+  }
+
+  /** A container's memory request/limit in bytes (divisor 1), as the kubelet fills `resourceFieldRef`; unset → absent
+   * (the kubelet would give the node's allocatable, which for these fake nodes means nothing). */
+  private resourceField(ref: V1ResourceFieldSelector): string | undefined {
+    const container = this.pod.spec?.containers.find((c) => c.name === (ref.containerName ?? c.name));
+    const [kind, resource] = ref.resource.split('.') as ['limits' | 'requests', string];
+    const quantity = container?.resources?.[kind]?.[resource];
+    if (quantity === undefined || resource !== 'memory') return undefined;
+    return String(parseBytes(quantity, `resourceFieldRef ${ref.resource}`));
   }
 
   private async runToCompletion(container: V1Container, volumeDirs: Map<string, string>): Promise<number> {
@@ -229,6 +263,9 @@ export class PodRunner {
       c.ready = !c.spec.readinessProbe;
       c.probeFailures = 0;
       c.livenessFailures = 0;
+      c.started = !c.spec.startupProbe;
+      c.startupFailures = 0;
+      c.lastProbeMs = {};
       this.markDirty();
       this.deps.log('container started', {
         pod: this.key,
@@ -244,6 +281,10 @@ export class PodRunner {
           exitCode,
           reason: exitCode === 0 ? 'Completed' : 'Error',
           finishedAt: new Date().toISOString(),
+          // As the kubelet: with FallbackToLogsOnError a failed container's last log lines become its message.
+          ...(exitCode !== 0 && c.spec.terminationMessagePolicy === 'FallbackToLogsOnError'
+            ? { message: logTail(logFile) }
+            : {}),
         };
         this.deps.log('container exited', { pod: this.key, container: c.spec.name, code: exitCode, signal });
         this.markDirty();
@@ -277,9 +318,24 @@ export class PodRunner {
           this.markDirty();
         }
       }
+      // As the kubelet: liveness waits for the startup probe to pass (a slow start on a loaded machine is not a hang),
+      // and each of the two probes runs every periodSeconds, so failureThreshold x periodSeconds is the allowance.
+      if (!c.started && c.spec.startupProbe) {
+        if (!this.due(c, 'startup', c.spec.startupProbe)) continue;
+        const ok = await this.probe(c.spec.startupProbe, c.spec);
+        c.startupFailures = ok ? 0 : c.startupFailures + 1;
+        if (ok) c.started = true;
+        else if (c.startupFailures >= (c.spec.startupProbe.failureThreshold ?? 3)) {
+          this.deps.log('startup probe failed; restarting', { pod: this.key, container: c.spec.name });
+          c.startupFailures = 0;
+          c.child.kill('SIGKILL');
+        }
+        continue;
+      }
       if (c.spec.livenessProbe && c.startedAt) {
         const initial = (c.spec.livenessProbe.initialDelaySeconds ?? 0) * 1000;
         if (Date.now() - Date.parse(c.startedAt) < initial) continue;
+        if (!this.due(c, 'liveness', c.spec.livenessProbe)) continue;
         const ok = await this.probe(c.spec.livenessProbe, c.spec);
         c.livenessFailures = ok ? 0 : c.livenessFailures + 1;
         if (c.livenessFailures >= (c.spec.livenessProbe.failureThreshold ?? 3)) {
@@ -289,6 +345,14 @@ export class PodRunner {
         }
       }
     }
+  }
+
+  /** True (and the time noted) when the probe's periodSeconds have passed since it last ran. */
+  private due(c: ContainerState, kind: 'startup' | 'liveness', probe: V1Probe): boolean {
+    const now = Date.now();
+    if (now - (c.lastProbeMs[kind] ?? 0) < (probe.periodSeconds ?? 10) * 1000) return false;
+    c.lastProbeMs[kind] = now;
+    return true;
   }
 
   private async probe(probe: V1Probe, container: V1Container): Promise<boolean> {
@@ -305,6 +369,18 @@ export class PodRunner {
     } catch {
       return false;
     }
+  }
+
+  /** Succeeded or Failed once no container will run again (restartPolicy Never, or OnFailure after success): Jobs. */
+  private terminalPhase(): 'Succeeded' | 'Failed' | undefined {
+    const policy = this.pod.spec?.restartPolicy ?? 'Always';
+    if (policy === 'Always' || this.containers.length === 0) return undefined;
+    if (policy === 'Never' && this.containers.every((c) => c.waiting?.reason === 'Init:Error')) return 'Failed';
+    const finished = this.containers.every(
+      (c) => !c.child && c.terminated && (policy === 'Never' || c.terminated.exitCode === 0),
+    );
+    if (!finished) return undefined;
+    return this.containers.every((c) => c.terminated?.exitCode === 0) ? 'Succeeded' : 'Failed';
   }
 
   private markDirty(): void {
@@ -357,7 +433,8 @@ export class PodRunner {
       });
       current.status = {
         ...current.status,
-        phase: anyRunning || this.containers.some((c) => c.restarts > 0) ? 'Running' : 'Pending',
+        phase:
+          this.terminalPhase() ?? (anyRunning || this.containers.some((c) => c.restarts > 0) ? 'Running' : 'Pending'),
         hostIP: this.deps.hostIP,
         hostIPs: [{ ip: this.deps.hostIP }],
         podIP: this.deps.podIP,
@@ -381,6 +458,16 @@ export class PodRunner {
     } finally {
       this.statusWriting = false;
     }
+  }
+}
+
+/** The last 80 lines (at most 2 KiB) of a log file, as the kubelet's FallbackToLogsOnError takes them. */
+function logTail(file: string): string {
+  try {
+    const text = fs.readFileSync(file, 'utf8');
+    return text.split('\n').slice(-81).join('\n').slice(-2048).trim();
+  } catch {
+    return '';
   }
 }
 

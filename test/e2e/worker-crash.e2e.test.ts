@@ -3,6 +3,7 @@
 import OpenAI from 'openai';
 
 import { tinyModelDeployment, useLocalSystem } from '../support/localSystem.js';
+import { workerRunning } from '../support/localSystemProbes.js';
 import { waitFor } from '../support/wait.js';
 
 const suite = useLocalSystem({ name: 'e2e-worker-crash', nodes: 2, gpusPerNode: 1 });
@@ -17,12 +18,6 @@ const manifest = tinyModelDeployment(
   drain:
     maxSeconds: 10`,
 );
-
-async function running(ip: string): Promise<number> {
-  const text = await (await fetch(`http://${ip}:8000/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('vllm:num_requests_running{'));
-  return Number(line?.split(' ').pop() ?? 0);
-}
 
 test('a worker killed mid-stream ends that stream with an error; others serve; the pod comes back', async () => {
   const { sys } = suite;
@@ -50,7 +45,7 @@ test('a worker killed mid-stream ends that stream with an error; others serve; t
 
   // The replica serving the stream is the one with a running request.
   const ips = [...sys.agent.podIPs().keys()];
-  const loads = await Promise.all(ips.map(running));
+  const loads = await Promise.all(ips.map(workerRunning));
   const victim = ips[loads.indexOf(1)];
   expect(victim).toBeDefined();
   const [pid] = sys.agent.podPids().get(victim as string) ?? [];

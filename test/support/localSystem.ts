@@ -22,6 +22,10 @@ export interface LocalSystemOptions {
   operators?: number;
   /** Gateway port; a free one when unset. */
   gatewayPort?: number;
+  /** Require API keys (Secrets labelled serving.modelserve.dev/api-key=true, any namespace). Default false. */
+  gatewayAuth?: boolean;
+  /** More gateway flags (--name=value), after the defaults. */
+  gatewayFlags?: string[];
 }
 
 export interface LocalSystem {
@@ -33,6 +37,13 @@ export interface LocalSystem {
   gatewayUrl: string;
   stop(): Promise<void>;
 }
+
+/**
+ * The node-local weight cache root (spec.prewarm.nodeCache): each fake node keeps its own copy under the run folder
+ * (NodeAgent nodeLocalHostPaths), and the stager Jobs run operator/src/weightcache/stager.ts (image-map.ts).
+ */
+export const LOCAL_WEIGHT_CACHE_DIR = '/var/lib/modelserve/weights';
+const LOCAL_STAGER_IMAGE = 'ghcr.io/modelserve/weight-stager:dev';
 
 const tsx = (entry: string) => ['--import', 'tsx', path.join(repoRoot, entry)];
 
@@ -54,6 +65,8 @@ export async function startOperator(
       '--http-host=127.0.0.1',
       '--lease-namespace=default',
       `--identity=operator-${id}`,
+      `--weight-cache-dir=${LOCAL_WEIGHT_CACHE_DIR}`,
+      `--stager-image=${LOCAL_STAGER_IMAGE}`,
     ],
     { dir, env: { ...cp.env, MODELSERVE_REDIS_URL: redisUrl, MODELSERVE_LOG_LEVEL: 'info' }, cwd: repoRoot },
   ).start();
@@ -75,6 +88,7 @@ export async function startLocalSystem(opts: LocalSystemOptions = {}): Promise<L
       kubeConfig: cp.kubeConfig,
       stateDir: path.join(cp.dir, 'pods'),
       repoRoot,
+      nodeLocalHostPaths: [LOCAL_WEIGHT_CACHE_DIR],
       nodes: opts.nodes ?? 2,
       gpusPerNode: opts.gpusPerNode ?? 1,
       log: (msg, fields) =>
@@ -103,10 +117,11 @@ export async function startLocalSystem(opts: LocalSystemOptions = {}): Promise<L
         `--kubeconfig=${cp.kubeconfigPath}`,
         `--port=${gatewayPort}`,
         '--host=127.0.0.1',
-        '--auth=false',
+        `--auth=${opts.gatewayAuth ? 'true' : 'false'}`,
         `--redis-url=${redis.url}`,
         // A cold start on a loaded 2-core machine (pod start, tsx, model load) can take tens of seconds.
         '--queue-timeout-seconds=180',
+        ...(opts.gatewayFlags ?? []),
       ],
       { dir: cp.dir, env: cp.env, cwd: repoRoot },
     ).start();
@@ -149,7 +164,7 @@ export function tinyHarmonyCheckpoint(seed = 1): string {
 
 /**
  * A ModelDeployment of the tiny-harmony checkpoint named `name` (also its model id) in `default`, with `spec` the
- * rest of its spec as YAML lines indented by two spaces (engine, replicas, autoscaling, drain, ...).
+ * rest of its spec as YAML lines indented by two spaces (engine, replicas, autoscaling, drain, resources, ...).
  */
 export function tinyModelDeployment(name: string, spec: string): string {
   return [
@@ -162,8 +177,8 @@ export function tinyModelDeployment(name: string, spec: string): string {
     '  model:',
     `    name: ${name}`,
     `    source: file://${tinyHarmonyCheckpoint()}`,
-    '  resources:',
-    '    gpus: 1',
+    // One GPU per replica unless `spec` sets its own resources.
+    ...(/^ {2}resources:/m.test(spec) ? [] : ['  resources:', '    gpus: 1']),
     spec.replace(/^\n+|\s+$/g, ''),
     '',
   ].join('\n');

@@ -144,3 +144,45 @@ test('a crashing container is restarted with back-off and reported as CrashLoopB
   await core.deleteNamespacedPod({ name: 'crasher', namespace: 'default' });
   await waitFor(async () => (await podsOf('crasher')).length === 0, { timeoutMs: 30_000, description: 'crasher gone' });
 }, 60_000);
+
+test('liveness waits for the startup probe and runs every periodSeconds: a slow start is not killed', async () => {
+  const core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  // Listens only after 4 s (a loaded machine, a model load); liveness alone (2 failures, 1 s apart) would kill it first.
+  const slowStart = `setTimeout(() => require('http').createServer((q, r) => r.end('ok')).listen(8080, process.env.POD_IP), 4000);`;
+  const probe = { httpGet: { path: '/', port: 'http' }, periodSeconds: 1 };
+  await core.createNamespacedPod({
+    namespace: 'default',
+    body: {
+      metadata: { name: 'slow-start', labels: { app: 'slow-start' } },
+      spec: {
+        nodeName: agent.nodes[0]?.name,
+        terminationGracePeriodSeconds: 2,
+        containers: [
+          {
+            name: 'main',
+            image: 'example.invalid/slow:1',
+            command: [process.execPath, '-e', slowStart],
+            ports: [{ name: 'http', containerPort: 8080 }],
+            startupProbe: { ...probe, failureThreshold: 60 },
+            livenessProbe: { ...probe, failureThreshold: 2 },
+            readinessProbe: probe,
+          },
+        ],
+      },
+    },
+  });
+  const status = await waitFor(
+    async () => {
+      const pod = await core.readNamespacedPod({ name: 'slow-start', namespace: 'default' });
+      const cs = pod.status?.containerStatuses?.[0];
+      return cs?.ready ? cs : undefined;
+    },
+    { timeoutMs: 60_000, description: 'slow-start Ready' },
+  );
+  expect(status.restartCount).toBe(0);
+  await core.deleteNamespacedPod({ name: 'slow-start', namespace: 'default' });
+  await waitFor(async () => (await podsOf('slow-start')).length === 0, {
+    timeoutMs: 30_000,
+    description: 'slow-start gone',
+  });
+}, 90_000);
