@@ -17,7 +17,7 @@ demo: deps control-plane native ## Run the whole system locally: apply a model, 
 	npx tsx hack/demo.ts
 
 .PHONY: test
-test: deps control-plane native lint typecheck test-unit test-native test-integration test-e2e ## Install what is needed, then run every test suite
+test: deps control-plane native lint typecheck test-unit test-native cuda-compile test-integration test-e2e ## Install what is needed, then run every test suite (CUDA sources compiled, not run)
 
 ##@ Set-up (idempotent; slow parts cached in $(MODELSERVE_CACHE))
 .PHONY: deps
