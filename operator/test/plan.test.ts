@@ -76,6 +76,17 @@ describe('plan', () => {
     );
   });
 
+  it("gives the worker its container's memory limit, from which the CPU backend sizes its KV cache", () => {
+    const limited = plan(modelDeployment({ resources: { gpus: 0, memory: '24Gi' } }), defaultPlanConfig);
+    expect(worker(limited).resources!.limits).toEqual(expect.objectContaining({ memory: '24Gi' }));
+    expect(worker(limited).env).toContainEqual({
+      name: 'MODELSERVE_MEMORY_LIMIT',
+      valueFrom: { resourceFieldRef: { containerName: worker(limited).name, resource: 'limits.memory' } },
+    });
+    const unlimited = plan(modelDeployment({ resources: { gpus: 0 } }), defaultPlanConfig);
+    expect(worker(unlimited).env!.map((e) => e.name)).not.toContain('MODELSERVE_MEMORY_LIMIT');
+  });
+
   it('carries scheduling constraints to the pod', () => {
     const p = plan(
       modelDeployment({

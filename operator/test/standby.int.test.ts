@@ -52,6 +52,8 @@ it('keeps a ready standby out of the gateway, promotes it on scale-up without a 
     'sb',
     (s) =>
       s.readyReplicas === 1 &&
+      s.standbyReplicas === 1 &&
+      s.readyStandbyReplicas === 1 &&
       s.conditions?.find((c) => c.type === 'Ready')?.message === '1/1 ready; 1/1 standby ready',
     '1 serving + 1 ready standby',
   );

@@ -39,14 +39,14 @@ export interface ModelDeploymentSpec {
 export interface ModelDeploymentSpecModel {
   /** Model id clients pass as `model` in OpenAI requests (for example gpt-oss-20b). Letters, digits, '.', '_', '-', ':' and '/'; at most 128 characters. */
   name: string;
-  /** Where the weights are: file:///abs/dir (a directory on every GPU node, mounted read-only), pvc://claim/sub/dir (a PersistentVolumeClaim in this namespace, mounted read-only), http(s)://host/path or hf://org/repo (downloaded by an init container into an emptyDir before the worker starts). */
+  /** Where the weights are: file:///abs/dir (a directory on every GPU node, mounted read-only), pvc://claim/sub/dir (a PersistentVolumeClaim in this namespace, mounted read-only), http(s)://host/path or hf://org/repo (downloaded by an init container into an emptyDir before the worker starts). The directory holds a Hugging Face checkpoint (config.json and *.safetensors) or exactly one .gguf file (a llama-family model with its tokenizer and chat template). */
   source: string;
   /** Revision of the source. Required for hf:// sources, where it must be a full 40-hex commit hash so the weights cannot change under a running deployment. */
   revision?: string;
   /** Optional expected SHA-256 (64 lowercase hex digits) per file of the checkpoint, keyed by the file's path relative to the checkpoint root; checked before the engine loads the file. */
   sha256?: Record<string, string>;
-  /** Model architecture. Detected from the checkpoint's config.json when unset; set it only to assert what the checkpoint must be. */
-  architecture?: 'GptOssForCausalLM';
+  /** Model architecture. Detected from the checkpoint when unset (config.json, or the GGUF file's general.architecture); set it only to assert what the checkpoint must be: a worker that loads a different one refuses to serve it. GptOssForCausalLM: gpt-oss (harmony chat format). LlamaForCausalLM: a dense llama-family GGUF model (its own tokenizer; ChatML chats when its chat template is ChatML), on the CPU backend. */
+  architecture?: 'GptOssForCausalLM' | 'LlamaForCausalLM';
 }
 
 /** Settings of the native engine in every worker replica. */
@@ -203,6 +203,10 @@ export interface ModelDeploymentStatus {
   readyReplicas?: number;
   /** Replicas the operator is driving towards (spec.replicas). */
   desiredReplicas?: number;
+  /** Standby worker pods that exist (spec.prewarm.standbyReplicas): they load weights and pass readiness but take no traffic until a scale-up promotes them. Not counted in replicas or readyReplicas. */
+  standbyReplicas?: number;
+  /** Standby worker pods that pass their readiness probe (loaded, promotable within a second). */
+  readyStandbyReplicas?: number;
   /** Label selector of the worker pods, in string form (used by the scale subresource, HPA, KEDA). */
   selector?: string;
   /** In-cluster URL of the model's Service. */

@@ -13,6 +13,9 @@ export interface OperatorStatus {
   replicas: number;
   readyReplicas: number;
   desiredReplicas: number;
+  /** Standby pods (loaded, no traffic) that exist and that pass readiness; 0 without prewarm.standbyReplicas. */
+  standbyReplicas: number;
+  readyStandbyReplicas: number;
   selector: string;
   endpoint: string;
   conditions: Condition[];
@@ -180,6 +183,8 @@ export function computeStatus(
     replicas,
     readyReplicas,
     desiredReplicas: desired,
+    standbyReplicas: standby.pods,
+    readyStandbyReplicas: standby.ready,
     selector,
     endpoint,
     conditions,
@@ -194,6 +199,8 @@ export function statusChanged(mdep: ModelDeployment, next: OperatorStatus): bool
     cur.replicas !== next.replicas ||
     cur.readyReplicas !== next.readyReplicas ||
     cur.desiredReplicas !== next.desiredReplicas ||
+    (cur.standbyReplicas ?? 0) !== next.standbyReplicas ||
+    (cur.readyStandbyReplicas ?? 0) !== next.readyStandbyReplicas ||
     cur.selector !== next.selector ||
     cur.endpoint !== next.endpoint
   ) {
