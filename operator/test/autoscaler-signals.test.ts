@@ -17,7 +17,7 @@ import {
   statusDiffers,
 } from '../src/autoscaler/record.js';
 import { activeWindowStart, scheduleFloor } from '../src/autoscaler/schedule.js';
-import { metricsUrl } from '../src/autoscaler/signals.js';
+import { countPods, metricsUrl } from '../src/autoscaler/signals.js';
 import { parseStored } from '../src/autoscaler/loop.js';
 import {
   decodeQueueEntry,
@@ -184,6 +184,29 @@ describe('the Redis queue contract', () => {
     );
     expect(metricsUrl(pod(), 9000)).toBe('http://10.0.0.7:9000/metrics');
     expect(metricsUrl({ metadata: {}, spec: { containers: [] }, status: {} }, 9000)).toBeUndefined();
+  });
+
+  it('counts serving pods as capacity and loaded standbys apart; a pending standby does not hold back scale-up', () => {
+    const pod = (name: string, role: string | undefined, phase: string, ready: boolean, terminating = false) => ({
+      metadata: {
+        name,
+        ...(role ? { labels: { 'serving.modelserve.dev/role': role } } : {}),
+        ...(terminating ? { deletionTimestamp: new Date() } : {}),
+      },
+      status: { phase, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] },
+    });
+    const counts = countPods([
+      pod('serving-ready', 'serving', 'Running', true),
+      pod('unlabelled-ready', undefined, 'Running', true),
+      pod('serving-pending', 'serving', 'Pending', false),
+      pod('standby-ready', 'standby', 'Running', true),
+      pod('standby-pending', 'standby', 'Pending', false),
+      pod('serving-terminating', 'serving', 'Running', true, true),
+    ]);
+    expect(counts.ready.map((p) => p.metadata!.name)).toEqual(['serving-ready', 'unlabelled-ready']);
+    expect(counts.pending).toBe(1);
+    expect(counts.live).toBe(3);
+    expect(counts.standbyReady).toBe(1);
   });
 });
 

@@ -283,6 +283,7 @@ export class Autoscaler {
       ...(p95.ttftMs !== undefined ? { ttftP95Ms: p95.ttftMs } : {}),
       ...(p95.itlMs !== undefined ? { itlP95Ms: p95.itlMs } : {}),
       ...(scraped.completedPerSecond !== undefined ? { completedPerSecond: scraped.completedPerSecond } : {}),
+      ...(counts.standbyReady > 0 ? { standbyReady: counts.standbyReady } : {}),
       scheduleFloor: floor.floor,
       signalsAvailable,
     };

@@ -2,6 +2,7 @@
 // pods' phases. Each reader reports failure instead of guessing: a missing queue means "hold", not "zero".
 import type { V1Pod } from '@kubernetes/client-node';
 import type { Redis } from 'ioredis';
+import { ROLE_STANDBY, roleOf } from '../controller/standby.js';
 import { isPodReady } from '../controller/status.js';
 import { parsePrometheusText, workerMetrics, type WorkerMetrics } from './prometheus.js';
 import { queueKey, sumQueueEntries } from './signals-keys.js';
@@ -23,19 +24,28 @@ export async function readGatewayQueue(
 }
 
 export interface PodCounts {
+  /** Ready serving pods (standbys take no traffic, so they are neither capacity nor a source of latency signals). */
   ready: V1Pod[];
-  /** Phase Pending: not scheduled yet, or containers not started. */
+  /** Serving pods in phase Pending: not scheduled yet, or containers not started. */
   pending: number;
-  /** Not terminating. */
+  /** Serving pods not terminating. */
   live: number;
+  /** Standby pods that are loaded and ready to be promoted (spec.prewarm.standbyReplicas). */
+  standbyReady: number;
 }
 
+/**
+ * Counts the worker pods by role. A standby is left out of ready and pending: counting it as ready would hide a
+ * missing replica, and a standby waiting for a GPU must not hold back a scale-up the way a Pending replica does.
+ */
 export function countPods(pods: V1Pod[]): PodCounts {
   const live = pods.filter((p) => !p.metadata?.deletionTimestamp);
+  const serving = live.filter((p) => roleOf(p) !== ROLE_STANDBY);
   return {
-    ready: live.filter(isPodReady),
-    pending: live.filter((p) => p.status?.phase === 'Pending').length,
-    live: live.length,
+    ready: serving.filter(isPodReady),
+    pending: serving.filter((p) => p.status?.phase === 'Pending').length,
+    live: serving.length,
+    standbyReady: live.filter((p) => roleOf(p) === ROLE_STANDBY && isPodReady(p)).length,
   };
 }
 
