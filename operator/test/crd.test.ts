@@ -46,11 +46,16 @@ describe('ModelDeployment CRD', () => {
     expect(v.additionalPrinterColumns.map((c) => c.name.toUpperCase())).toEqual([
       'READY',
       'DESIRED',
+      'STANDBY',
       'QUEUE',
       'TTFT-P95',
       'SLO',
       'AGE',
     ]);
+    // Standby is for `-o wide` only: the default table stays as narrow as before.
+    expect(v.additionalPrinterColumns.find((c) => c.name === 'Standby')).toEqual(
+      expect.objectContaining({ jsonPath: '.status.readyStandbyReplicas', priority: 1 }),
+    );
   });
 
   it('has an up-to-date generated TypeScript file (run `make generate` after editing the CRD)', async () => {
