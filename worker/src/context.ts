@@ -2,6 +2,7 @@
 // lifecycle state (ready, draining, in-flight requests).
 import { Admission } from './admission.js';
 import type { Engine } from './engine/types.js';
+import { familyOf, type ModelFamily } from './family/family.js';
 import type { ReasoningEffort } from './harmony/render.js';
 import { silentLogger, type Logger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
@@ -56,6 +57,8 @@ export class WorkerState {
 
 export class WorkerContext {
   engine?: Engine;
+  /** How the loaded model's text and chats become tokens (harmony for gpt-oss, the model's own tokenizer for GGUF). */
+  family?: ModelFamily;
   admission?: Admission;
   readonly metrics: WorkerMetrics;
   readonly state = new WorkerState();
@@ -77,6 +80,7 @@ export class WorkerContext {
   /** The engine is loaded (weights in memory, KV cache allocated): start serving. */
   attachEngine(engine: Engine): void {
     this.engine = engine;
+    this.family = familyOf(engine, this.tokenizer);
     this.admission = new Admission(engine.options.maxSeqs, this.config.maxQueue);
   }
 

@@ -8,16 +8,20 @@ import { kvBudget, memoryLimitBytes, readKvMemoryFraction, weightsBytes } from '
 import { loadEngine } from './engine/native.js';
 import { PacedEngine } from './engine/paced.js';
 import { warmUp } from './engine/warmup.js';
+import { architectureMismatch, readExpectedArchitecture } from './family/architecture.js';
+import { describeFamily } from './family/family.js';
 import type { Engine, EngineOptions } from './engine/types.js';
 import type { ReasoningEffort } from './harmony/render.js';
 import { createLogger, type LogLevel } from './log.js';
 import { createApp, listen } from './server.js';
 import { Tokenizer } from './tokenizer.js';
 import { initTracing, type TracingMode } from './tracing.js';
+import { chooseWeights } from './weights.js';
 
-const HELP = `modelserve worker: OpenAI-compatible server over the native gpt-oss engine
+const HELP = `modelserve worker: OpenAI-compatible server over the native engine (gpt-oss, GGUF llama models)
 
-  --model DIR               checkpoint directory (config.json + *.safetensors)      env MODELSERVE_MODEL
+  --model PATH              checkpoint directory (config.json + *.safetensors), or a .gguf file or a directory
+                            holding one                                             env MODELSERVE_MODEL
   --served-model-name NAME  the OpenAI model id (default: the directory's name)     env MODELSERVE_SERVED_MODEL_NAME
   --host HOST / --port N    listen address (default 0.0.0.0:8000)                  env MODELSERVE_HOST / MODELSERVE_PORT
   --backend cpu|cuda|auto   engine backend (default auto)                           env MODELSERVE_BACKEND
@@ -38,6 +42,8 @@ const HELP = `modelserve worker: OpenAI-compatible server over the native gpt-os
   --log-level debug|info|warn|error                                                 env MODELSERVE_LOG_LEVEL
   --warmup-tokens N         generate N tokens before reporting ready (default 0: off) env MODELSERVE_WARMUP_TOKENS
   Traces: MODELSERVE_TRACES=off|console (default off).
+  Node cache (set by the operator for spec.prewarm.nodeCache): MODELSERVE_WEIGHTS_CACHE=DIR is loaded instead of
+  --model when DIR holds MODELSERVE_WEIGHTS_CACHE_MARKER (default .modelserve-complete.json) and the files it lists.
   Development only: MODELSERVE_DEV_TOKEN_DELAY_MS=N hands out each token at most every N ms (slow streams for tests).`;
 
 const { values } = parseArgs({
@@ -99,6 +105,12 @@ function enumOpt<T extends string>(flag: keyof typeof values, envName: string, a
 
 const modelPath = opt('model', 'MODEL') ?? fail('--model DIR is required (see --help)');
 const logger = createLogger(enumOpt<LogLevel>('log-level', 'LOG_LEVEL', ['debug', 'info', 'warn', 'error']) ?? 'info');
+// spec.prewarm.nodeCache: the node's cache entry when it is complete, else the model source (weights.ts).
+const weights = chooseWeights({
+  modelPath,
+  cacheDir: env('WEIGHTS_CACHE'),
+  marker: env('WEIGHTS_CACHE_MARKER'),
+});
 const dateRaw = opt('date', 'DATE');
 if (dateRaw !== undefined && dateRaw !== 'none' && !/^\d{4}-\d{2}-\d{2}$/.test(dateRaw)) {
   fail(`--date must be YYYY-MM-DD or none, got '${dateRaw}'`);
@@ -133,14 +145,14 @@ const kv = (() => {
       explicitBytes: kvMemoryMb !== undefined ? kvMemoryMb * 1024 * 1024 : undefined,
       fraction,
       memoryLimitBytes: memoryLimitBytes(env('MEMORY_LIMIT')),
-      weightsBytes: fraction !== undefined ? weightsBytes(resolve(modelPath)) : 0,
+      weightsBytes: fraction !== undefined ? weightsBytes(weights.path) : 0,
     });
   } catch (err) {
     return fail((err as Error).message);
   }
 })();
 const engineOptions: EngineOptions = {
-  modelPath: resolve(modelPath),
+  modelPath: weights.path,
   backend,
   ...defined('threads', intOpt('threads', 'THREADS', 1)),
   ...defined('maxContext', intOpt('max-context', 'MAX_CONTEXT', 1)),
@@ -174,6 +186,9 @@ installSignalHandlers(ctx, server, {
 
 logger.info('loading model', {
   modelPath: engineOptions.modelPath,
+  weightsFrom: weights.from,
+  weightsReason: weights.reason,
+  ...(weights.from === 'cache' ? { cachedBytes: weights.bytes, cachedFiles: weights.files } : {}),
   backend: engineOptions.backend,
   kvCache: kv.kind === 'bytes' ? `${Math.round(kv.bytes / 2 ** 20)} MiB` : kv.kind,
   kvCacheReason: kv.reason,
@@ -199,6 +214,19 @@ try {
       });
     },
   });
+} catch (err) {
+  logger.error('model load failed', { error: (err as Error).message });
+  server.close();
+  process.exit(1);
+}
+// spec.model.architecture (engine.json's model.architecture), when set, asserts what the checkpoint must be.
+const engineConfigPath = opt('engine-config', 'ENGINE_CONFIG');
+try {
+  const mismatch = architectureMismatch(
+    engineConfigPath ? readExpectedArchitecture(engineConfigPath) : undefined,
+    engine.info,
+  );
+  if (mismatch) throw new Error(mismatch);
 } catch (err) {
   logger.error('model load failed', { error: (err as Error).message });
   server.close();
@@ -232,6 +260,7 @@ logger.info('ready', {
   bytesPerSecond: Math.round(loaded.done / Math.max(loadDone, 1e-3)),
   sinceProcessStartSeconds: Number(processSeconds.toFixed(2)),
   architecture: engine.info.architecture,
+  family: describeFamily(ctx.family!),
   backend: engine.info.backend,
   simd: engine.info.simd,
   maxContext: engine.options.maxContext,

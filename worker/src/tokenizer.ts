@@ -101,6 +101,11 @@ export class Tokenizer {
   isValid(token: number): boolean {
     return Number.isInteger(token) && token >= 0 && token < HARMONY_VOCAB_SIZE;
   }
+
+  /** Special and reserved tokens (ids from `<|startoftext|>` on): not part of a completion's text. */
+  isSpecial(token: number): boolean {
+    return token >= HARMONY.startOfText;
+  }
 }
 
 /** Incremental detokenizer: feeds token bytes through one streaming UTF-8 decoder so a character split across tokens

@@ -42,6 +42,10 @@ export interface PlanConfig {
   clusterDomain: string;
   /** Node-local weight cache root (spec.prewarm.nodeCache); the cache is off when unset. */
   weightCacheDir?: string;
+  /** HF_ENDPOINT for the fetch init container of hf:// sources (the operator's --hf-endpoint, as for stagers). */
+  hfEndpoint?: string;
+  /** Secret (key `token`, optional) whose value the fetch init container of hf:// sources gets as HF_TOKEN. */
+  hfTokenSecret?: string;
 }
 
 export const defaultPlanConfig: PlanConfig = {
@@ -270,6 +274,22 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
           image,
           ...(spec.worker.imagePullPolicy ? { imagePullPolicy: spec.worker.imagePullPolicy } : {}),
           command: config.fetchCommand,
+          // worker/src/fetch.ts: skips the download when the node cache holds the entry (the cache env and mount).
+          env: [
+            ...(cache?.env ?? []),
+            ...(spec.model.source.startsWith('hf://') && config.hfEndpoint
+              ? [{ name: 'HF_ENDPOINT', value: config.hfEndpoint }]
+              : []),
+            ...(spec.model.source.startsWith('hf://') && config.hfTokenSecret
+              ? [
+                  {
+                    name: 'HF_TOKEN',
+                    valueFrom: { secretKeyRef: { name: config.hfTokenSecret, key: 'token', optional: true } },
+                  },
+                ]
+              : []),
+          ],
+          terminationMessagePolicy: 'FallbackToLogsOnError',
           args: [
             '--source',
             spec.model.source,
@@ -279,7 +299,7 @@ export function plan(mdep: ModelDeployment, config: PlanConfig): Plan {
             '--sha256',
             `${CONFIG_DIR}/${SHA256_FILE}`,
           ],
-          volumeMounts: [{ ...weights.mount, readOnly: false }, configMount],
+          volumeMounts: [{ ...weights.mount, readOnly: false }, configMount, ...(cache ? [cache.mount] : [])],
         },
       ]
     : [];

@@ -16,6 +16,7 @@ import {
   type FinishReason,
   type GenerationRequest,
   type ModelInfo,
+  type ModelTokenizer,
   type TokenEvent,
 } from './types.js';
 
@@ -30,6 +31,9 @@ interface NativeEngine {
   stats(): EngineStats;
   info(): ModelInfo;
   evalLogits(tokens: number[]): Float32Array;
+  tokenize(text: string, parseSpecial: boolean): Int32Array;
+  tokenBytes(token: number, special: boolean): Uint8Array;
+  chatTemplate(): string;
   close(): Promise<void>;
 }
 
@@ -146,15 +150,62 @@ export class EventRouter {
   }
 }
 
+/** The model's tokenizer through the addon (ms_model_tokenize / ms_model_token_bytes / ms_model_chat_template). Token
+ * bytes are cached: a vocabulary is small and streaming asks for the same tokens again and again. */
+class NativeTokenizer implements ModelTokenizer {
+  private readonly bytes = [new Map<number, Uint8Array>(), new Map<number, Uint8Array>()];
+
+  constructor(
+    private readonly native: NativeEngine,
+    readonly chatTemplate: string,
+  ) {}
+
+  tokenize(text: string, parseSpecial: boolean): number[] {
+    try {
+      return Array.from(this.native.tokenize(text, parseSpecial));
+    } catch (err) {
+      throw toEngineError(err);
+    }
+  }
+
+  tokenBytes(token: number, special: boolean): Uint8Array {
+    const cache = this.bytes[special ? 1 : 0]!;
+    let out = cache.get(token);
+    if (out) return out;
+    try {
+      out = new Uint8Array(this.native.tokenBytes(token, special));
+    } catch (err) {
+      throw toEngineError(err);
+    }
+    cache.set(token, out);
+    return out;
+  }
+}
+
+/** The model's tokenizer, or undefined when its checkpoint carries none (the C API says MS_ERR_UNSUPPORTED). */
+function nativeTokenizer(native: NativeEngine): ModelTokenizer | undefined {
+  try {
+    native.tokenBytes(0, false);
+  } catch (err) {
+    const e = toEngineError(err);
+    if (e.code === 'MS_ERR_UNSUPPORTED') return undefined;
+    throw e;
+  }
+  return new NativeTokenizer(native, native.chatTemplate());
+}
+
 class NativeBackedEngine implements Engine {
   private closed = false;
+  readonly tokenizer?: ModelTokenizer;
 
   constructor(
     private readonly native: NativeEngine,
     private readonly router: EventRouter,
     readonly info: ModelInfo,
     readonly options: Engine['options'],
-  ) {}
+  ) {
+    this.tokenizer = nativeTokenizer(native);
+  }
 
   submit(request: GenerationRequest, onEvents: EventHandler): number {
     if (this.closed) throw new EngineError('MS_ERR_CLOSED', 'the engine is closed');

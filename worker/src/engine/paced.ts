@@ -27,6 +27,10 @@ export class PacedEngine implements Engine {
     return this.inner.info;
   }
 
+  get tokenizer(): Engine['tokenizer'] {
+    return this.inner.tokenizer;
+  }
+
   get options(): Engine['options'] {
     return this.inner.options;
   }

@@ -19,8 +19,18 @@ export interface ModelInfo {
   weightBytes: number;
 }
 
+/** The tokenizer and chat template a model file carries (GGUF models), through the engine's C API. */
+export interface ModelTokenizer {
+  /** Text to ids; parseSpecial: control tokens such as `<|im_start|>` written in the text are read as such. */
+  tokenize(text: string, parseSpecial: boolean): number[];
+  /** One token's bytes; special: control tokens give their text (else no bytes). Throws for ids outside the vocabulary. */
+  tokenBytes(token: number, special: boolean): Uint8Array;
+  /** The chat template from the file's metadata ("" when it has none). */
+  readonly chatTemplate: string;
+}
+
 export interface EngineOptions {
-  /** Hugging Face checkpoint directory (config.json + *.safetensors). */
+  /** Hugging Face checkpoint directory (config.json + *.safetensors), a .gguf file or a directory holding one. */
   modelPath: string;
   backend?: 'cpu' | 'cuda' | 'auto';
   threads?: number;
@@ -91,6 +101,8 @@ export type EventHandler = (events: TokenEvent[]) => void;
 
 export interface Engine {
   readonly info: ModelInfo;
+  /** The model's own tokenizer (GGUF models); absent for checkpoints without one (gpt-oss: o200k_harmony). */
+  readonly tokenizer?: ModelTokenizer;
   readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'kvMemoryFraction'>>;
   /** Queues a request; returns its id. Throws EngineCapacityError when it can never fit or the queue is full. */
   submit(request: GenerationRequest, onEvents: EventHandler): number;

@@ -29,7 +29,24 @@ export interface ChatDelta {
 
 export type ChatFinishReason = 'stop' | 'length' | 'tool_calls' | 'error';
 
-export function tokenLogprob(tokenizer: Tokenizer, event: TokenEvent, top: number): TokenLogprob {
+/** One chat choice being generated, whatever the model's chat format: the chat route drives it. */
+export interface ChatChoiceState {
+  readonly content: string;
+  readonly reasoning: string;
+  readonly toolCalls: readonly { id: string; name: string; arguments: string }[];
+  readonly logprobs: readonly TokenLogprob[];
+  readonly completionTokens: number;
+  /** Set when a stop string matched (the caller stops the engine sequence). */
+  readonly stoppedByString: boolean;
+  /** Tokens the server wrote into the prompt as the start of the assistant's message. */
+  prime(tokens: readonly number[]): ChatDelta;
+  /** Feeds one engine step's tokens; returns the delta to stream (empty object when nothing is visible yet). */
+  push(events: TokenEvent[]): ChatDelta;
+  /** End of generation: flushes held text; returns the last delta and the finish reason. */
+  finish(engineReason: 'stop' | 'length' | 'cancelled' | 'error'): { delta: ChatDelta; reason: ChatFinishReason };
+}
+
+export function tokenLogprob(tokenizer: Pick<Tokenizer, 'tokenBytes'>, event: TokenEvent, top: number): TokenLogprob {
   const entry = (token: number, logprob: number): { token: string; logprob: number; bytes: number[] } => {
     const bytes = tokenizer.tokenBytes(token);
     return { token: new TextDecoder().decode(bytes), logprob, bytes: [...bytes] };
@@ -40,7 +57,7 @@ export function tokenLogprob(tokenizer: Tokenizer, event: TokenEvent, top: numbe
   };
 }
 
-export class ChatChoice {
+export class ChatChoice implements ChatChoiceState {
   private readonly parser: HarmonyStreamParser;
   private readonly stop: StopMatcher;
   content = '';

@@ -1,16 +1,26 @@
-// POST /v1/chat/completions: harmony prompt → engine sequences (n) → OpenAI chat completion or SSE chunks.
+// POST /v1/chat/completions: the model family's chat prompt (harmony for gpt-oss, ChatML for GGUF models with that
+// template) → engine sequences (n) → OpenAI chat completion or SSE chunks.
 import type { Request, Response } from 'express';
 import type { WorkerContext } from '../context.js';
 import type { FinishReason, GenerationRequest } from '../engine/types.js';
 import { ChatFormatError, renderChatPrompt } from '../harmony/chat.js';
 import { forcedToolCallPrefix, ToolChoiceError } from '../harmony/tool-choice.js';
 import type { FunctionTool } from '../harmony/render.js';
-import { ChatChoice, isEmptyDelta, type ChatDelta, type ChatFinishReason } from '../openai/chat-choice.js';
+import { renderChatMl } from '../family/chatml.js';
+import type { NativeFamily } from '../family/family.js';
+import {
+  ChatChoice,
+  isEmptyDelta,
+  type ChatChoiceState,
+  type ChatDelta,
+  type ChatFinishReason,
+} from '../openai/chat-choice.js';
+import { PlainChatChoice } from '../openai/plain-chat-choice.js';
 import { internalError, invalidRequest } from '../openai/errors.js';
 import { chatRequestSchema, type ChatRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
 import { endEventStream, sendEvent, startEventStream } from '../sse.js';
-import { HARMONY } from '../tokenizer.js';
+import { HARMONY, type Tokenizer } from '../tokenizer.js';
 import { RequestTrace } from '../tracing.js';
 import {
   admit,
@@ -36,24 +46,81 @@ function toolsOf(body: ChatRequest): FunctionTool[] {
   }));
 }
 
+interface PreparedChat {
+  prompt: number[];
+  /** Tokens the server wrote at the end of the prompt as the start of the reply (a forced tool call). */
+  forced: number[];
+  stopTokenIds: number[];
+  newChoice(stops: string[], topLogprobs: number | undefined): ChatChoiceState;
+}
+
+/** gpt-oss: a harmony prompt with tools and reasoning effort; the reply is parsed into channels and tool calls. */
+function prepareHarmony(ctx: WorkerContext, tokenizer: Tokenizer, body: ChatRequest): PreparedChat {
+  try {
+    const tools = toolsOf(body);
+    const forced = forcedToolCallPrefix(tokenizer, body.tool_choice, tools);
+    const prompt = renderChatPrompt(tokenizer, body.messages, tools, {
+      reasoningEffort: body.reasoning_effort ?? ctx.config.defaultReasoningEffort,
+      conversationDate: ctx.conversationDate(),
+    }).concat(forced);
+    return {
+      prompt,
+      forced,
+      stopTokenIds: CHAT_STOP_TOKENS,
+      newChoice: (stops, top) => new ChatChoice(tokenizer, stops, top),
+    };
+  } catch (err) {
+    if (err instanceof ChatFormatError || err instanceof ToolChoiceError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
+}
+
+const unsupported = (param: string, why: string) =>
+  invalidRequest(
+    `Unsupported parameter: '${param}' is not supported with this model (${why}).`,
+    param,
+    'unsupported_parameter',
+  );
+
+/** A model with its own tokenizer: a ChatML prompt; the reply is plain text. What the format cannot express (tools,
+ * reasoning effort) is refused, as OpenAI refuses parameters a model does not support, never silently dropped. */
+function prepareNative(family: NativeFamily, body: ChatRequest): PreparedChat {
+  if (!family.chat) {
+    throw invalidRequest(
+      "This model's chat template is not one the worker renders (ChatML): use /v1/completions with a prompt in the model's format.",
+      'messages',
+      'unsupported_chat_template',
+    );
+  }
+  if (body.reasoning_effort != null) throw unsupported('reasoning_effort', 'it is not a reasoning model');
+  if (body.tools && body.tools.length > 0) throw unsupported('tools', 'its chat format has no tool calls');
+  if (body.tool_choice != null && body.tool_choice !== 'none') {
+    throw unsupported('tool_choice', 'its chat format has no tool calls');
+  }
+  let prompt: number[];
+  try {
+    prompt = renderChatMl(family.tokenizer, family.chat, body.messages);
+  } catch (err) {
+    if (err instanceof ChatFormatError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
+  const tokenizer = family.tokenizer;
+  return {
+    prompt,
+    forced: [],
+    stopTokenIds: family.stopTokenIds,
+    newChoice: (stops, top) => new PlainChatChoice(tokenizer, stops, top),
+  };
+}
+
 export async function chatCompletions(ctx: WorkerContext, req: Request, res: Response): Promise<void> {
   const arrival = performance.now();
   const body = parseBody(chatRequestSchema, req.body);
   const engine = requireEngine(ctx, body.model);
   const sampling = samplingOf(body);
-  let prompt: number[];
-  let forced: number[];
-  try {
-    const tools = toolsOf(body);
-    forced = forcedToolCallPrefix(ctx.tokenizer, body.tool_choice, tools);
-    prompt = renderChatPrompt(ctx.tokenizer, body.messages, tools, {
-      reasoningEffort: body.reasoning_effort ?? ctx.config.defaultReasoningEffort,
-      conversationDate: ctx.conversationDate(),
-    }).concat(forced);
-  } catch (err) {
-    if (err instanceof ChatFormatError || err instanceof ToolChoiceError) throw invalidRequest(err.message, err.param);
-    throw err;
-  }
+  const family = ctx.family!;
+  const { prompt, forced, stopTokenIds, newChoice } =
+    family.kind === 'harmony' ? prepareHarmony(ctx, family.tokenizer, body) : prepareNative(family, body);
   const maxParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = maxTokensFor(
     engine,
@@ -75,7 +142,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   const model = ctx.config.servedModelName;
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
-  const choices = Array.from({ length: n }, () => new ChatChoice(ctx.tokenizer, stops, topLogprobs));
+  const choices = Array.from({ length: n }, () => newChoice(stops, topLogprobs));
   // The forced tool-call header is part of the prompt; the parser must still see it to route what follows.
   const primed = choices.map((c) => c.prime(forced));
   const finishReasons: (ChatFinishReason | undefined)[] = new Array(n).fill(undefined);
@@ -118,7 +185,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
         maxTokens,
         ...sampling,
         ...(sampling.seed !== undefined ? { seed: sampling.seed + index } : {}),
-        stopTokenIds: CHAT_STOP_TOKENS,
+        stopTokenIds,
         ...(topLogprobs !== undefined ? { logprobs: Math.max(1, topLogprobs) } : {}),
       };
       return {

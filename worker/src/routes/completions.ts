@@ -1,5 +1,6 @@
-// POST /v1/completions: a raw prompt (text, in which `<|start|>`-style special tokens are read as such, or token ids)
-// → engine sequences (prompts × n) → OpenAI text completion or SSE chunks. Special tokens are not shown in the text.
+// POST /v1/completions: a raw prompt (text, in which special tokens such as `<|start|>` or `<|im_start|>` are read as
+// such by the model family's tokenizer, or token ids) → engine sequences (prompts × n) → OpenAI text completion or SSE
+// chunks. Special tokens are not shown in the text.
 import type { Request, Response } from 'express';
 import type { WorkerContext } from '../context.js';
 import type { FinishReason, GenerationRequest, TokenEvent } from '../engine/types.js';
@@ -8,7 +9,8 @@ import { completionRequestSchema, type CompletionRequest } from '../openai/schem
 import { SequenceRun } from '../sequences.js';
 import { endEventStream, sendEvent, startEventStream } from '../sse.js';
 import { StopMatcher } from '../stop.js';
-import { HARMONY, type Tokenizer } from '../tokenizer.js';
+import type { ModelFamily, TextTokenizer } from '../family/family.js';
+import { HARMONY } from '../tokenizer.js';
 import { RequestTrace } from '../tracing.js';
 import {
   admit,
@@ -23,9 +25,11 @@ import {
   watchDisconnect,
 } from './common.js';
 
-/** `<|endoftext|>` as well as harmony's answer/tool-call ends (generation_config.json's stop ids). */
-const COMPLETION_STOP_TOKENS = [HARMONY.return, HARMONY.call, HARMONY.endOfText];
-const FIRST_SPECIAL = HARMONY.startOfText;
+/** gpt-oss: `<|endoftext|>` as well as harmony's answer/tool-call ends (generation_config.json's stop ids). */
+const HARMONY_COMPLETION_STOP_TOKENS = [HARMONY.return, HARMONY.call, HARMONY.endOfText];
+
+const completionStopTokens = (family: ModelFamily): number[] =>
+  family.kind === 'harmony' ? HARMONY_COMPLETION_STOP_TOKENS : family.stopTokenIds;
 const DEFAULT_MAX_TOKENS = 16;
 
 interface CompletionLogprobs {
@@ -35,7 +39,7 @@ interface CompletionLogprobs {
   text_offset: number[];
 }
 
-function promptsOf(tokenizer: Tokenizer, prompt: CompletionRequest['prompt']): number[][] {
+function promptsOf(tokenizer: TextTokenizer, prompt: CompletionRequest['prompt']): number[][] {
   if (typeof prompt === 'string') return [tokenizer.encodeWithSpecials(prompt)];
   if (prompt.length > 0 && typeof prompt[0] === 'number') return [prompt as number[]];
   return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encodeWithSpecials(p) : p));
@@ -50,7 +54,7 @@ class CompletionChoice {
   stoppedByString = false;
 
   constructor(
-    private readonly tokenizer: Tokenizer,
+    private readonly tokenizer: TextTokenizer,
     stops: string[],
     private readonly topLogprobs: number | undefined,
   ) {
@@ -63,7 +67,7 @@ class CompletionChoice {
     for (const event of events) {
       if (this.stoppedByString) break;
       this.tokens++;
-      if (event.token >= FIRST_SPECIAL) continue;
+      if (this.tokenizer.isSpecial(event.token)) continue;
       if (this.topLogprobs !== undefined) {
         const piece = (t: number): string => new TextDecoder().decode(this.tokenizer.tokenBytes(t));
         lp.tokens.push(piece(event.token));
@@ -115,10 +119,12 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   if (body.best_of && body.best_of !== (body.n ?? 1)) {
     throw invalidRequest('best_of other than n is not supported', 'best_of', 'unsupported_parameter');
   }
-  const prompts = promptsOf(ctx.tokenizer, body.prompt);
+  const family = ctx.family!;
+  const tokenizer = family.tokenizer;
+  const prompts = promptsOf(tokenizer, body.prompt);
   prompts.forEach((p, i) => {
     if (p.length === 0) throw invalidRequest('prompt is empty', prompts.length > 1 ? `prompt[${i}]` : 'prompt');
-    const bad = p.find((t) => !ctx.tokenizer.isValid(t) || t >= engine.info.vocabSize);
+    const bad = p.find((t) => !tokenizer.isValid(t) || t >= engine.info.vocabSize);
     if (bad !== undefined) throw invalidRequest(`token id ${bad} is outside the vocabulary`, 'prompt');
   });
   const maxTokens = prompts.map((p) =>
@@ -141,7 +147,8 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
   const slots = prompts.flatMap((prompt, p) => Array.from({ length: n }, (_, k) => ({ prompt, p, k })));
-  const choices = slots.map(() => new CompletionChoice(ctx.tokenizer, stops, topLogprobs));
+  const choices = slots.map(() => new CompletionChoice(tokenizer, stops, topLogprobs));
+  const stopTokenIds = completionStopTokens(family);
   const finishReasons: string[] = new Array(slots.length).fill('stop');
   const errors: string[] = [];
   const leave = ctx.state.enter();
@@ -171,7 +178,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
         maxTokens: maxTokens[p]!,
         ...sampling,
         ...(sampling.seed !== undefined ? { seed: sampling.seed + k } : {}),
-        stopTokenIds: COMPLETION_STOP_TOKENS,
+        stopTokenIds,
         ...(topLogprobs !== undefined ? { logprobs: Math.max(1, topLogprobs) } : {}),
       };
       return {
