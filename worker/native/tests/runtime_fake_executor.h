@@ -44,6 +44,7 @@ class FakeExecutor : public Executor {
         if (kv.bf16) throw std::runtime_error("fake executor stores fp32 only");
         {
             std::unique_lock<std::mutex> lk(gate_mu_);
+            if (pause_at_forward_ > 0 && ++forwards_seen_ == pause_at_forward_) paused_ = true;
             in_forward = true;
             gate_cv_.notify_all();
             gate_cv_.wait(lk, [&] { return !paused_; });
@@ -106,6 +107,13 @@ class FakeExecutor : public Executor {
         std::lock_guard<std::mutex> lk(gate_mu_);
         paused_ = true;
     }
+    // Holds the n-th forward from now on (1 = the next one), at a step count rather than a wall-clock moment, so a
+    // test's view of the engine does not depend on how the machine schedules its threads.
+    void pause_at_forward(int n) {
+        std::lock_guard<std::mutex> lk(gate_mu_);
+        pause_at_forward_ = n;
+        forwards_seen_ = 0;
+    }
     void resume() {
         std::lock_guard<std::mutex> lk(gate_mu_);
         paused_ = false;
@@ -153,6 +161,8 @@ class FakeExecutor : public Executor {
     std::condition_variable gate_cv_;
     bool paused_ = false;
     bool in_forward = false;
+    int pause_at_forward_ = 0;
+    int forwards_seen_ = 0;
 };
 
 }  // namespace ms::testing

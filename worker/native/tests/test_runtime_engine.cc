@@ -175,16 +175,17 @@ TEST(RuntimeEngine, CancellationUnderLoadFreesEveryBlock) {
     std::vector<uint64_t> ids;
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < 20; ++i) prompts.push_back(prompt_of(10 + i, i));
+    // Hold the engine inside its fourth step, when the first requests are streaming (prefill takes a step or two),
+    // and cancel every other request. A request may still finish in the step in flight; every other one must end
+    // cancelled, and the rest must produce their full, correct output. The step is chosen by count, not by polling
+    // the output, so a slow test thread cannot let the engine run ahead and finish the requests it meant to cancel.
+    exec.pause_at_forward(4);
     for (int i = 0; i < 20; ++i) ids.push_back(engine.submit(request(prompts[i], 200)));
-    // Once the first request streams, hold the engine inside a step and cancel every other request. A request may
-    // still finish in the step in flight; every other one must end cancelled, and the rest must produce their full,
-    // correct output.
-    while (col.n_tokens(ids[0]) < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::map<uint64_t, int> finished_before;
     {
         ResumeOnExit resume{exec};
-        exec.pause();
         exec.wait_in_forward();
+        EXPECT_GE(col.n_tokens(ids[0]), 1) << "the first request streams before the cancellations";
         {
             std::lock_guard<std::mutex> lk(col.mu);
             finished_before = col.finish;
