@@ -1,6 +1,6 @@
 # CUDA backend of the native engine: compile everywhere (CI has no GPU), check and benchmark on the GPU machine.
 CUDA_BUILD_DIR := worker/native/build-cuda
-CUDA_TARGETS := engine_cuda_tests bench_cuda
+CUDA_TARGETS := engine_cuda_tests bench_cuda bench_cuda_load
 
 ##@ CUDA backend
 .PHONY: cuda-compile
@@ -19,3 +19,8 @@ gpu-check: ## On the GPU machine (run tool): build with cmake+ninja, CUDA kernel
 gpu-bench: ## On the GPU machine: everything gpu-check does plus bench_cuda (20b and 120b shapes) and a results table
 	@echo "GPU machine only. From this checkout: hack/gpu/prepare.sh, then with the run tool (carry worker/native/build-gpu-deps):"
 	@echo "  hack/gpu/check-and-bench.sh"
+
+.PHONY: gpu-load-bench
+gpu-load-bench: ## On the GPU machine: the weight loader's tests and bench_cuda_load (page cache, disk, start to first token)
+	@echo "GPU machine only. From this checkout: hack/gpu/prepare.sh, then with the run tool (carry worker/native/build-gpu-deps):"
+	@echo "  hack/gpu/load-bench.sh"

@@ -7,8 +7,8 @@ namespace ms {
 
 bool cuda_backend_built() { return true; }
 
-std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &model) {
-    return std::shared_ptr<cuda::DeviceModel>(cuda::DeviceModel::upload(model));
+std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &model, ms_progress_fn progress, void *progress_user) {
+    return std::shared_ptr<cuda::DeviceModel>(cuda::DeviceModel::upload(model, progress, progress_user));
 }
 
 std::string cuda_device_name(const cuda::DeviceModel &model) { return model.device_name(); }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
+#include <type_traits>
 
 #include "cpu/bf16.h"
 #include "cpu/rope.h"
@@ -98,43 +100,63 @@ MoeLayer moe_shape(const ModelConfig &c) {
 }
 }  // namespace
 
-std::unique_ptr<DeviceModel> DeviceModel::upload(const Model &model) {
+std::unique_ptr<DeviceModel> DeviceModel::upload(const Model &model, ms_progress_fn progress, void *progress_user) {
     auto dm = std::unique_ptr<DeviceModel>(new DeviceModel());
     const ModelConfig &c = model.config();
     dm->init_common(c);
     const int64_t H = c.hidden_size, V = c.vocab_size, E = c.num_local_experts, I = c.intermediate_size;
     const int64_t QD = int64_t(c.num_attention_heads) * c.head_dim, KVD = int64_t(c.num_key_value_heads) * c.head_dim;
-    dm->embed = dm->upload_array(model.embed(), size_t(V * H));
-    dm->lm_head = dm->upload_array(model.lm_head().w, size_t(V * H));
-    dm->final_norm = dm->upload_array(model.final_norm(), size_t(H));
+    // Every tensor is allocated first and its copy planned; the loader then moves all of them at once. `mapped`:
+    // bytes as stored in the checkpoint's mapping; the rest are the host model's small fp32 vectors or converted
+    // copies kept alive in `keep` until the load is done.
+    std::vector<UploadSegment> plan;
+    std::deque<std::vector<uint16_t>> keep16;
+    std::deque<std::vector<float>> keep32;
+    auto put = [&](auto *dst, const auto *src, size_t count, bool mapped) {
+        plan.push_back({src, dst, count * sizeof(*src), mapped});
+        return dst;
+    };
+    auto mapped = [&](const auto *src, size_t count) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(src)>>;
+        return put(dm->alloc<T>(count), src, count, true);
+    };
+    auto host = [&](const auto *src, size_t count) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(src)>>;
+        return put(dm->alloc<T>(count), src, count, false);
+    };
+    auto host_bf16 = [&](const std::vector<float> &v) { return host(keep16.emplace_back(to_bf16(v)).data(), v.size()); };
+    dm->embed = mapped(model.embed(), size_t(V * H));
+    dm->lm_head = mapped(model.lm_head().w, size_t(V * H));
+    dm->final_norm = host(model.final_norm(), size_t(H));
     for (int l = 0; l < c.num_hidden_layers; ++l) {
         const LayerWeights &L = model.layer(l);
         DeviceLayer d;
-        d.attn_norm = dm->upload_array(L.attn_norm.data(), L.attn_norm.size());
-        d.mlp_norm = dm->upload_array(L.mlp_norm.data(), L.mlp_norm.size());
-        d.sinks = dm->upload_array(L.sinks.data(), L.sinks.size());
+        d.attn_norm = host(L.attn_norm.data(), L.attn_norm.size());
+        d.mlp_norm = host(L.mlp_norm.data(), L.mlp_norm.size());
+        d.sinks = host(L.sinks.data(), L.sinks.size());
         d.qkv_w = dm->alloc<uint16_t>(size_t((QD + 2 * KVD) * H));
-        MS_CUDA(cudaMemcpy(d.qkv_w, L.q.w, size_t(QD * H) * 2, cudaMemcpyHostToDevice));
-        MS_CUDA(cudaMemcpy(d.qkv_w + QD * H, L.k.w, size_t(KVD * H) * 2, cudaMemcpyHostToDevice));
-        MS_CUDA(cudaMemcpy(d.qkv_w + (QD + KVD) * H, L.v.w, size_t(KVD * H) * 2, cudaMemcpyHostToDevice));
-        std::vector<float> qkv_b(L.q.bias);
+        put(d.qkv_w, L.q.w, size_t(QD * H), true);
+        put(d.qkv_w + QD * H, L.k.w, size_t(KVD * H), true);
+        put(d.qkv_w + (QD + KVD) * H, L.v.w, size_t(KVD * H), true);
+        std::vector<float> &qkv_b = keep32.emplace_back(L.q.bias);
         qkv_b.insert(qkv_b.end(), L.k.bias.begin(), L.k.bias.end());
         qkv_b.insert(qkv_b.end(), L.v.bias.begin(), L.v.bias.end());
-        d.qkv_b = dm->upload_array(qkv_b.data(), qkv_b.size());
-        d.o_w = dm->upload_array(L.o.w, size_t(H * QD));
-        d.o_b = dm->upload_array(L.o.bias.data(), L.o.bias.size());
+        d.qkv_b = host(qkv_b.data(), qkv_b.size());
+        d.o_w = mapped(L.o.w, size_t(H * QD));
+        d.o_b = host(L.o.bias.data(), L.o.bias.size());
         MoeLayer m = moe_shape(c);
-        m.router_w = dm->upload_array(L.router.w, size_t(E * H));
-        m.router_b = dm->upload_array(to_bf16(L.router.bias).data(), size_t(E));
-        m.gate_up_blocks = dm->upload_array(L.gate_up.blocks, size_t(E * 2 * I * H / 2));
-        m.gate_up_scales = dm->upload_array(L.gate_up.scales, size_t(E * 2 * I * H / 32));
-        m.gate_up_bias = dm->upload_array(to_bf16(L.gate_up.bias).data(), size_t(E * 2 * I));
-        m.down_blocks = dm->upload_array(L.down.blocks, size_t(E * H * I / 2));
-        m.down_scales = dm->upload_array(L.down.scales, size_t(E * H * I / 32));
-        m.down_bias = dm->upload_array(to_bf16(L.down.bias).data(), size_t(E * H));
+        m.router_w = mapped(L.router.w, size_t(E * H));
+        m.router_b = host_bf16(L.router.bias);
+        m.gate_up_blocks = mapped(L.gate_up.blocks, size_t(E * 2 * I * H / 2));
+        m.gate_up_scales = mapped(L.gate_up.scales, size_t(E * 2 * I * H / 32));
+        m.gate_up_bias = host_bf16(L.gate_up.bias);
+        m.down_blocks = mapped(L.down.blocks, size_t(E * H * I / 2));
+        m.down_scales = mapped(L.down.scales, size_t(E * H * I / 32));
+        m.down_bias = host_bf16(L.down.bias);
         d.moe = m;
         dm->layers.push_back(d);
     }
+    dm->load_stats_ = upload_segments(plan, dm->device_, loader_options_from_env(), progress, progress_user);
     return dm;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/loader.cuh"
 #include "cuda/moe/moe.cuh"
 #include "model/forward.h"
 #include "model/model.h"
@@ -27,7 +28,9 @@ struct DeviceLayer {
 
 class DeviceModel {
   public:
-    static std::unique_ptr<DeviceModel> upload(const Model &model);
+    // Through the pipelined loader (cuda/loader.cuh): progress in bytes of weights on the device.
+    static std::unique_ptr<DeviceModel> upload(const Model &model, ms_progress_fn progress = nullptr,
+                                               void *progress_user = nullptr);
     // Random weights of `config`'s shapes, generated on the device (norm gains 1, small projections, MXFP4 scales
     // around 2^-6 so activations stay in range through every layer).
     static std::unique_ptr<DeviceModel> synthesize(const ModelConfig &config, uint64_t seed);
@@ -40,6 +43,8 @@ class DeviceModel {
     int device() const { return device_; }
     const std::string &device_name() const { return device_name_; }
     uint64_t bytes() const { return bytes_; }
+    // How the weights got there (upload only).
+    const LoaderStats &load_stats() const { return load_stats_; }
 
     const uint16_t *embed = nullptr, *lm_head = nullptr;
     const float *final_norm = nullptr, *inv_freq = nullptr;
@@ -58,6 +63,7 @@ class DeviceModel {
     std::string device_name_;
     uint64_t bytes_ = 0;
     std::vector<void *> allocations_;
+    LoaderStats load_stats_;
 };
 
 // Throws MS_ERR_UNSUPPORTED naming the reason when no usable GPU is visible.

@@ -32,8 +32,14 @@ ms_status ms_model_load(const ms_model_params *params, ms_model **out) {
         const std::string backend = ms::resolve_backend(params->backend);
         ms_model_params host = *params;
         host.backend = "cpu";  // the host model always loads; "cuda" then uploads its weights
-        handle->model = ms::Model::load(host);
-        if (backend == "cuda") handle->device = ms::cuda_upload_model(*handle->model);
+        if (backend == "cuda") {
+            // No single-threaded prefault of the mapping: the loader reads it with several threads and reports
+            // progress as bytes reach the GPU.
+            handle->model = ms::Model::load(host, false);
+            handle->device = ms::cuda_upload_model(*handle->model, params->progress, params->progress_user);
+        } else {
+            handle->model = ms::Model::load(host);
+        }
         *out = handle.release();
     });
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -11,6 +12,8 @@
 #include "cpu/matmul_bf16.h"
 #include "cpu/matmul_bf16dot.h"
 #include "cpu/matmul_mxfp4.h"
+#include "cpu/matmul_mxfp4_q8.h"
+#include "cpu/matmul_q8_dense.h"
 #include "cpu/rmsnorm.h"
 #include "cpu/router.h"
 #include "cpu/swiglu.h"
@@ -39,15 +42,53 @@ struct Model::Workspace {
     std::vector<int> tok_seq, tok_pos, topk_ids, slot_of, slot_token, expert_count, expert_off, logit_rows;
     std::vector<float> topk_w;
     AlignedVector<uint16_t> hb, ab, xeb, actb, finb;  // bf16 copies of the matmul inputs (bf16_act_)
+    // int8 expert inputs in panels of 8 tokens (q8_act_): panel_off[e] = first panel of expert e.
+    AlignedVector<int8_t> pq;
+    AlignedVector<float> pd;
+    AlignedVector<int32_t> psum;
+    std::vector<int> panel_off, panel_expert;
+    // int8 inputs of the dense projections (q8 dense mode), panels of 8 tokens.
+    AlignedVector<int8_t> dq;
+    AlignedVector<float> dd;
+    AlignedVector<int32_t> dsum;
     struct Item {
         int expert, r0, r1;
     };
     std::vector<Item> items;
 };
 
+struct Model::Q8Dense {
+    struct Layer {
+        Q8DenseWeights q, k, v, o;
+    };
+    std::vector<Layer> layers;
+    Q8DenseWeights lm_head;
+};
+
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const ms_model_params &params) {
+namespace {
+// Quantizes `n` rows (row t at x + t * K) into panels 0.. of p (buffers grown as needed), over the pool.
+Q8Panels q8_panels_of(Simd simd, ThreadPool &pool, const float *x, int n, int K, AlignedVector<int8_t> &qs,
+                      AlignedVector<float> &d, AlignedVector<int32_t> &sum) {
+    const int np = (n + kQ8PanelTokens - 1) / kQ8PanelTokens;
+    if (qs.size() < size_t(np) * q8_panel_qs_bytes(K)) qs.resize(size_t(np) * q8_panel_qs_bytes(K));
+    if (d.size() < size_t(np) * q8_panel_blocks(K)) d.resize(size_t(np) * q8_panel_blocks(K));
+    if (sum.size() < size_t(np) * q8_panel_blocks(K)) sum.resize(size_t(np) * q8_panel_blocks(K));
+    Q8Panels p{qs.data(), d.data(), sum.data(), K};
+    pool.parallel_for(np, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float *rows[kQ8PanelTokens];
+            const int m = std::min<int>(kQ8PanelTokens, n - int(i) * kQ8PanelTokens);
+            for (int j = 0; j < m; ++j) rows[j] = x + (i * kQ8PanelTokens + j) * int64_t(K);
+            q8_quantize_panel(simd, rows, m, p, int(i));
+        }
+    });
+    return p;
+}
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const ms_model_params &params, bool prefault) {
     if (!params.path || !*params.path) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_params.path is empty");
     std::string backend = params.backend ? params.backend : "auto";
     if (backend != "cpu" && backend != "auto") {
@@ -104,6 +145,10 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params) {
 
     m->simd_ = active_simd();
     m->bf16_act_ = m->simd_ == Simd::Avx512 && bf16_dot_enabled();
+    if (const char *act = std::getenv("MS_ACTIVATIONS"); act && (!std::strcmp(act, "q8") || !std::strcmp(act, "q8all"))) {
+        const char *min = std::getenv("MS_Q8_MIN_TOKENS");
+        m->set_q8_activations(true, min && *min ? std::atoi(min) : kQ8AutoMinTokens, !std::strcmp(act, "q8all"));
+    }
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     RopeParams rp;
     rp.head_dim = c.head_dim;
@@ -124,7 +169,7 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params) {
         s.layer_index_in_group.push_back(s.layers_in_group[g]++);
     }
     m->ws_ = std::make_unique<Workspace>();
-    ck.prefault(params.progress, params.progress_user);
+    if (prefault) ck.prefault(params.progress, params.progress_user);
     return m;
 }
 
@@ -134,6 +179,27 @@ bool Model::set_bf16_activations(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     bf16_act_ = on && simd_ == Simd::Avx512 && bf16_dot_supported();
     return bf16_act_;
+}
+
+bool Model::set_q8_activations(bool on, int min_tokens, bool dense) {
+    std::lock_guard<std::mutex> lock(mu_);
+    q8_act_ = on;
+    q8_dense_ = on && dense;
+    if (q8_dense_ && !q8d_) {
+        auto d = std::make_unique<Q8Dense>();
+        d->layers.resize(layers_.size());
+        for (size_t l = 0; l < layers_.size(); ++l) {
+            const LayerWeights &L = layers_[l];
+            q8_quantize_dense_bf16(L.q.w, L.q.rows, L.q.cols, d->layers[l].q);
+            q8_quantize_dense_bf16(L.k.w, L.k.rows, L.k.cols, d->layers[l].k);
+            q8_quantize_dense_bf16(L.v.w, L.v.rows, L.v.cols, d->layers[l].v);
+            q8_quantize_dense_bf16(L.o.w, L.o.rows, L.o.cols, d->layers[l].o);
+        }
+        q8_quantize_dense_bf16(lm_head_.w, lm_head_.rows, lm_head_.cols, d->lm_head);
+        q8d_ = std::move(d);
+    }
+    q8_min_tokens_ = min_tokens > 0 ? min_tokens : (simd_ == Simd::Avx512 && q8_vnni_available()) ? 8 : 1;
+    return q8_act_;
 }
 
 size_t Model::kv_block_bytes(int group, int block_size, bool bf16) const {
@@ -223,6 +289,13 @@ void Model::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits
     for (int i = 0; i < R; ++i) rmsnorm(simd_, x + int64_t(rows[i]) * H, final_norm_.data(), H, float(cfg_.rms_norm_eps), fin + int64_t(i) * H);
     const int V = cfg_.vocab_size;
     const int64_t grain = std::max<int64_t>(16, V / (pool_->size() * 16));
+    if (q8_act_ && q8_dense_ && !bf16_act_ && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens)) {
+        const Q8Panels p = q8_panels_of(simd_, *pool_, fin, R, H, w.dq, w.dd, w.dsum);
+        pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
+            matmul_q8_dense_rows(simd_, p, 0, R, q8d_->lm_head, nullptr, int(r0), int(r1), logits, V);
+        });
+        return;
+    }
     if (bf16_act_) {
         uint16_t *finb = grow(w.finb, size_t(R) * H);
         f32_to_bf16_n(simd_, fin, finb, int64_t(R) * H);
@@ -267,9 +340,23 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
             else matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
         });
     };
-    project(L.q, h, hb, H, q);
-    project(L.k, h, hb, H, k);
-    project(L.v, h, hb, H, v);
+    // q8 dense mode: int8 inputs, int8 copies of the weights.
+    const bool q8d = q8_act_ && q8_dense_ && !bf16_act_ && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens);
+    auto project8 = [&](const DenseWeight &W, const Q8DenseWeights &W8, const Q8Panels &in, float *out) {
+        pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
+            matmul_q8_dense_rows(simd_, in, 0, T, W8, W.bias_ptr(), int(r0), int(r1), out, W.rows);
+        });
+    };
+    if (q8d) {
+        const Q8Panels hp = q8_panels_of(simd_, *pool_, h, T, H, w.dq, w.dd, w.dsum);
+        project8(L.q, q8d_->layers[l].q, hp, q);
+        project8(L.k, q8d_->layers[l].k, hp, k);
+        project8(L.v, q8d_->layers[l].v, hp, v);
+    } else {
+        project(L.q, h, hb, H, q);
+        project(L.k, h, hb, H, k);
+        project(L.v, h, hb, H, v);
+    }
 
     const int g = spec_.layer_group[l], li = spec_.layer_index_in_group[l];
     const int bs = kv.block_size;
@@ -318,7 +405,8 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
             if (ab) f32_to_bf16_n(simd_, attn + int64_t(t) * QD + kh * G * hd, ab + int64_t(t) * QD + kh * G * hd, int64_t(G) * hd);
         }
     });
-    project(L.o, attn, ab, QD, proj);
+    if (q8d) project8(L.o, q8d_->layers[l].o, q8_panels_of(simd_, *pool_, attn, T, QD, w.dq, w.dd, w.dsum), proj);
+    else project(L.o, attn, ab, QD, proj);
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t i = b * H; i < e * H; ++i) x[i] += proj[i];
     });
@@ -361,16 +449,52 @@ void Model::moe_layer(int l, int T) {
             slot_of[t * K + j] = s;
         }
     const int S = T * K;
-    float *xe = grow(w.xe, size_t(S) * H), *gu = grow(w.gu, size_t(S) * 2 * I);
-    float *act = grow(w.act, size_t(S) * I), *acts = grow(w.acts, size_t(S) * I), *dn = grow(w.dn, size_t(S) * H);
+    // q8: expert inputs quantized to int8 in panels of 8 tokens (each expert's tokens start a new panel).
+    const bool q8 = q8_act_ && !bf16_act_ && T >= q8_min_tokens_;
+    float *xe = q8 ? nullptr : grow(w.xe, size_t(S) * H), *gu = grow(w.gu, size_t(S) * 2 * I);
+    float *act = grow(w.act, size_t(S) * I), *acts = q8 ? nullptr : grow(w.acts, size_t(S) * I), *dn = grow(w.dn, size_t(S) * H);
     // bf16 activations stay in natural element order (vdpbf16ps pairs the two nibbles of a byte).
     uint16_t *xeb = bf16_act_ ? grow(w.xeb, size_t(S) * H) : nullptr, *actb = bf16_act_ ? grow(w.actb, size_t(S) * I) : nullptr;
-    pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
-        for (int64_t s = b; s < e; ++s) {
-            if (xeb) std::memcpy(xeb + s * H, hb + int64_t(slot_token[s]) * H, sizeof(uint16_t) * H);
-            else mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
-        }
-    });
+    Q8Panels panels;
+    int n_panels = 0;
+    int *panel_off = nullptr, *panel_expert = nullptr;
+    if (q8) {
+        panel_off = grow(w.panel_off, E + 1);
+        panel_off[0] = 0;
+        for (int e = 0; e < E; ++e) panel_off[e + 1] = panel_off[e] + (off[e + 1] - off[e] + kQ8PanelTokens - 1) / kQ8PanelTokens;
+        n_panels = panel_off[E];
+        panel_expert = grow(w.panel_expert, n_panels);
+        for (int e = 0; e < E; ++e)
+            for (int p = panel_off[e]; p < panel_off[e + 1]; ++p) panel_expert[p] = e;
+        const int Kmax = std::max(H, I);
+        panels.qs = grow(w.pq, size_t(n_panels) * q8_panel_qs_bytes(Kmax));
+        panels.d = grow(w.pd, size_t(n_panels) * q8_panel_blocks(Kmax));
+        panels.sum = grow(w.psum, size_t(n_panels) * q8_panel_blocks(Kmax));
+    }
+    // Quantizes the rows `rows(slot)` (K values each) of every expert's tokens into the panels.
+    auto quantize_panels = [&](int Kin, auto row_of_slot) {
+        panels.K = Kin;
+        pool_->parallel_for(n_panels, 1, [&](int64_t b, int64_t e) {
+            for (int64_t p = b; p < e; ++p) {
+                const int ex = panel_expert[p];
+                const int s0 = off[ex] + int(p - panel_off[ex]) * kQ8PanelTokens;
+                const int n = std::min(kQ8PanelTokens, off[ex + 1] - s0);
+                const float *rows[kQ8PanelTokens];
+                for (int j = 0; j < n; ++j) rows[j] = row_of_slot(s0 + j);
+                q8_quantize_panel(simd_, rows, n, panels, int(p));
+            }
+        });
+    };
+    if (q8) {
+        quantize_panels(H, [&](int s) { return h + int64_t(slot_token[s]) * H; });
+    } else {
+        pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
+            for (int64_t s = b; s < e; ++s) {
+                if (xeb) std::memcpy(xeb + s * H, hb + int64_t(slot_token[s]) * H, sizeof(uint16_t) * H);
+                else mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
+            }
+        });
+    }
 
     // Work items: (expert, block of output rows); each expert's weights are read once for all its tokens.
     auto run_experts = [&](const ExpertWeight &W, const float *in, const uint16_t *in_b, float *out) {
@@ -387,7 +511,11 @@ void Model::moe_layer(int l, int T) {
             for (int64_t i = b; i < e; ++i) {
                 const Workspace::Item &it = w.items[i];
                 const int n = off[it.expert + 1] - off[it.expert];
-                if (in_b)
+                if (q8)
+                    matmul_mxfp4_q8_rows(simd_, panels, panel_off[it.expert], n, W.expert_blocks(it.expert),
+                                         W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
+                                         out + int64_t(off[it.expert]) * W.rows, W.rows);
+                else if (in_b)
                     matmul_mxfp4_bf16x_rows(simd_, in_b + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
                                             W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
                                             out + int64_t(off[it.expert]) * W.rows, W.rows);
@@ -404,9 +532,10 @@ void Model::moe_layer(int l, int T) {
         for (int64_t s = b; s < e; ++s) {
             swiglu_interleaved(gu + s * 2 * I, I, limit, alpha, act + s * I);
             if (actb) f32_to_bf16_n(simd_, act + s * I, actb + s * I, I);
-            else mxfp4_split_activations(act + s * I, I, acts + s * I);
+            else if (acts) mxfp4_split_activations(act + s * I, I, acts + s * I);
         }
     });
+    if (q8) quantize_panels(I, [&](int s) { return act + int64_t(s) * I; });
     run_experts(L.down, acts, actb, dn);
     // Weighted sum of each token's experts (down bias included), in a fixed order.
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {

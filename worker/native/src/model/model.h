@@ -71,7 +71,8 @@ struct LayerWeights {
 
 class Model {
   public:
-    static std::unique_ptr<Model> load(const ms_model_params &params);
+    // prefault = false leaves the mapping untouched (the CUDA loader reads it with many threads instead).
+    static std::unique_ptr<Model> load(const ms_model_params &params, bool prefault = true);
     ~Model();
 
     const ModelConfig &config() const { return cfg_; }
@@ -85,6 +86,22 @@ class Model {
     // Turns that on (only where the CPU can) or off; returns the effective setting. For tests and benchmarks that
     // compare the two; not while a forward pass runs on another thread.
     bool set_bf16_activations(bool on);
+    // Opt-in "q8" activations: in steps of at least q8_min_tokens() tokens the MXFP4 expert matmuls take their inputs
+    // quantized to int8 per 32-block and run on integer multiply-adds (cpu/matmul_mxfp4_q8.h); smaller steps and the
+    // bf16 dense projections stay fp32. min_tokens <= 0 picks the threshold for this CPU: 1 (every step) where the
+    // AVX2 kernel runs, which beats the fp32 AVX2 MXFP4 kernel even for one token; 8 on the AVX-512 VNNI path, whose
+    // 8-token panels are mostly empty in small steps while the fp32 AVX-512 kernel is fast there. On with
+    // MS_ACTIVATIONS=q8 at load (MS_Q8_MIN_TOKENS=N sets the threshold). bf16 activations, where on, take precedence.
+    // dense = true (MS_ACTIVATIONS=q8all) also runs the attention q/k/v/o and unembedding projections on int8 x int8
+    // (cpu/matmul_q8_dense.h) in steps of at least max(q8_min_tokens(), kQ8DenseMinTokens) tokens, with int8 copies
+    // of those weights made here (about 1.1 bytes per weight more memory; the router stays fp32): that kernel is
+    // about 1.5x the fp32 one from 8 tokens on but half its speed for one token. Same caveats as set_bf16_activations; returns the effective setting.
+    static constexpr int kQ8AutoMinTokens = 0;
+    static constexpr int kQ8DenseMinTokens = 8;
+    bool q8_activations() const { return q8_act_; }
+    int q8_min_tokens() const { return q8_min_tokens_; }
+    bool q8_dense() const { return q8_act_ && q8_dense_; }
+    bool set_q8_activations(bool on, int min_tokens = kQ8AutoMinTokens, bool dense = false);
     int n_threads() const { return pool_->size(); }
     uint64_t weight_bytes() const { return ckpt_->data_bytes(); }
 
@@ -112,6 +129,11 @@ class Model {
     std::unique_ptr<ThreadPool> pool_;
     Simd simd_ = Simd::Scalar;
     bool bf16_act_ = false;
+    bool q8_act_ = false;
+    int q8_min_tokens_ = 1;
+    bool q8_dense_ = false;
+    struct Q8Dense;  // int8 copies of the dense projections (q8 dense mode), made on first use
+    std::unique_ptr<Q8Dense> q8d_;
     Rope rope_;
     KvSpec spec_;
     const uint16_t *embed_ = nullptr;

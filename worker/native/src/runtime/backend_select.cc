@@ -24,7 +24,7 @@ std::string resolve_backend(const char *requested) {
 #ifndef MS_WITH_CUDA
 bool cuda_backend_built() { return false; }
 
-std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &) {
+std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &, ms_progress_fn, void *) {
     throw Error(MS_ERR_UNSUPPORTED,
                 "backend \"cuda\" was requested but this engine was built without CUDA (configure with -DENGINE_CUDA=ON)");
 }

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "engine.h"
 #include "runtime/executor.h"
 
 namespace ms {
@@ -22,8 +23,10 @@ bool cuda_backend_built();
 std::string resolve_backend(const char *requested);
 
 // Uploads the model's weights (bf16 and MXFP4 as stored) to the current GPU. Throws MS_ERR_UNSUPPORTED when the build
-// has no CUDA backend or no GPU is visible, MS_ERR_OUT_OF_MEMORY when the weights do not fit.
-std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &model);
+// has no CUDA backend or no GPU is visible, MS_ERR_OUT_OF_MEMORY when the weights do not fit. `progress` gets the
+// bytes on the device so far (cuda/loader.cuh), from the calling thread.
+std::shared_ptr<cuda::DeviceModel> cuda_upload_model(const Model &model, ms_progress_fn progress = nullptr,
+                                                     void *progress_user = nullptr);
 std::string cuda_device_name(const cuda::DeviceModel &model);
 
 // An executor running the model on the GPU; the engine's KV pool gets device memory from it.
