@@ -41,6 +41,7 @@ inline std::unique_ptr<ms::Model> load_model(const std::string &dir, int threads
     p.n_threads = threads;
     auto m = ms::Model::load(p);
     m->set_bf16_activations(bf16_activations);
+    m->set_q8_activations(false);  // whatever MS_ACTIVATIONS says; the q8 tests turn it on themselves
     return m;
 }
 

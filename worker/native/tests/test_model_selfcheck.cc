@@ -208,9 +208,8 @@ TEST_F(SelfCheck, PagedBf16KvMatchesBf16Reference) {
     run_interleaved(*model, true, 1e-3f, true);
 }
 
-TEST_F(SelfCheck, BatchingDoesNotChangeResults) {
-    // The same decode token alone and inside a batch gives bit-identical logits (fixed accumulation order).
-    auto model = ms_test::load_model(dir_->sub("w8"));
+// The same decode token alone and inside a batch gives bit-identical logits (fixed accumulation order).
+void expect_batching_does_not_change_results(ms::Model *model) {
     const int V = model->vocab_size();
     auto prompt = random_tokens(10, V, 9);
     std::vector<float> alone(V), batched(size_t(3) * V);
@@ -234,6 +233,27 @@ TEST_F(SelfCheck, BatchingDoesNotChangeResults) {
         model->forward(batch.data(), n, run.kv, variant == 0 ? alone.data() : batched.data());
     }
     EXPECT_EQ(0.0f, max_abs_diff(alone.data(), batched.data(), V));
+}
+
+TEST_F(SelfCheck, BatchingDoesNotChangeResults) {
+    auto model = ms_test::load_model(dir_->sub("w8"));
+    expect_batching_does_not_change_results(model.get());
+}
+
+// q8 activations in every step (threshold 1): each token's int8 inputs and integer sums are its own, so batching
+// still changes nothing.
+TEST_F(SelfCheck, Q8BatchingDoesNotChangeResults) {
+    auto model = ms_test::load_model(dir_->sub("w8"));
+    ASSERT_TRUE(model->set_q8_activations(true, 1));
+    expect_batching_does_not_change_results(model.get());
+}
+
+// The paged, interleaved, chunked run with q8 activations in every step, against the fp32 naive reference: within
+// the q8 mode's logit tolerance (test_model_q8.cc).
+TEST_F(SelfCheck, Q8PagedInterleavedChunksStayNearReference) {
+    auto model = ms_test::load_model(dir_->sub("w8"));
+    ASSERT_TRUE(model->set_q8_activations(true, 1));
+    run_interleaved(*model, false, 0.5f, true);
 }
 
 TEST_F(SelfCheck, RejectsBadSteps) {

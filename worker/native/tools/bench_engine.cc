@@ -4,8 +4,12 @@
 // measured read bandwidth), and the runtime's own time per step (step wall time minus the model's forward time).
 // Where the CPU has AVX512-BF16 (and MS_SIMD does not cap the SIMD level below AVX-512) it measures the model twice
 // in the same run: fp32 activations (the default AVX-512 FMA kernels) and bf16 activations (the opt-in vdpbf16ps
-// kernels, cpu/matmul_bf16dot.h).
-//   bench_engine [--preset mid] [--threads N] [--decode-steps 24] [--out FILE.md] [--keep DIR]
+// kernels, cpu/matmul_bf16dot.h), and always the opt-in int8 expert activations (q8, cpu/matmul_mxfp4_q8.h).
+// With --modes q8all, also the int8 dense projections (cpu/matmul_q8_dense.h).
+// --modes picks the activation modes and their order, --rounds repeats the whole sequence (alternating modes back to
+// back on a shared machine), --q8-min-tokens sets the q8 step-size threshold.
+//   bench_engine [--preset mid] [--threads N] [--decode-steps 24] [--modes fp32,bf16,q8[,q8all]] [--rounds 1]
+//                [--q8-min-tokens 0 (auto)] [--out FILE.md] [--keep DIR]
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 
 #include "common/error.h"
 #include "cpu/matmul_bf16dot.h"
+#include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/simd.h"
 #include "model/model.h"
 #include "model/synthetic_checkpoint.h"
@@ -154,7 +159,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     std::string loadavg;
     std::getline(std::ifstream("/proc/loadavg"), loadavg);
-    int threads = 0, decode_steps = 24;
+    int threads = 0, decode_steps = 24, rounds = 1, q8_min_tokens = ms::Model::kQ8AutoMinTokens;
+    std::string modes = "fp32,bf16,q8";
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
         if (a == "--preset") preset = v;
@@ -162,6 +168,9 @@ int main(int argc, char **argv) {
         else if (a == "--decode-steps") decode_steps = std::stoi(v);
         else if (a == "--out") out_md = v;
         else if (a == "--keep") keep = v;
+        else if (a == "--modes") modes = v;
+        else if (a == "--rounds") rounds = std::max(1, std::stoi(v));
+        else if (a == "--q8-min-tokens") q8_min_tokens = std::stoi(v);
         else {
             std::fprintf(stderr, "bench_engine: unknown option %s\n", a.c_str());
             return 2;
@@ -299,18 +308,38 @@ int main(int argc, char **argv) {
             return rows;
         };
         struct Run {
-            std::string name;
+            std::string mode, name;
+            int round;
             std::vector<Row> rows;
         };
         std::vector<Run> runs;
         const bool bf16 = ms::bf16_dot_supported() && model->simd() == ms::Simd::Avx512;
-        model->set_bf16_activations(false);
-        std::printf("\nfp32 activations (AVX-512 FMA kernels)...\n");
-        runs.push_back({"fp32 activations", measure()});
-        if (bf16 && model->set_bf16_activations(true)) {
-            std::printf("\nbf16 activations (vdpbf16ps kernels)...\n");
-            runs.push_back({"bf16 activations (vdpbf16ps)", measure()});
+        std::vector<std::string> mode_list;
+        for (size_t p = 0; p <= modes.size();) {
+            const size_t q = std::min(modes.find(',', p), modes.size());
+            const std::string m = modes.substr(p, q - p);
+            if (m != "fp32" && m != "bf16" && m != "q8" && m != "q8all") throw ms::Error(MS_ERR_INVALID_ARGUMENT, "--modes: unknown mode " + m);
+            if (m != "bf16" || bf16) mode_list.push_back(m);
+            p = q + 1;
         }
+        for (int round = 1; round <= rounds; ++round)
+            for (const std::string &m : mode_list) {
+                model->set_bf16_activations(m == "bf16");
+                model->set_q8_activations(m == "q8" || m == "q8all", q8_min_tokens, m == "q8all");
+                std::string name = m == "fp32" ? "fp32 activations"
+                                   : m == "bf16" ? "bf16 activations (vdpbf16ps)"
+                                                 : std::string(m == "q8all" ? "q8all activations (int8 attention/unembedding in steps of >= " +
+                                                                                  std::to_string(std::max(model->q8_min_tokens(), ms::Model::kQ8DenseMinTokens)) +
+                                                                                  " tokens, int8 MXFP4 experts"
+                                                                            : "q8 activations (int8 MXFP4 experts") +
+                                                       " in steps of >= " + std::to_string(model->q8_min_tokens()) +
+                                                       " tokens, " + (model->simd() == ms::Simd::Avx512 && ms::q8_vnni_available() ? "AVX-512 VNNI" : "AVX2 vpmaddubsw") + ")";
+                if (rounds > 1) name += ", round " + std::to_string(round);
+                std::printf("\n%s...\n", name.c_str());
+                runs.push_back({m, name, round, measure()});
+            }
+        model->set_bf16_activations(false);
+        model->set_q8_activations(false);
 
         std::ostringstream md;
         char date[64];
@@ -330,9 +359,9 @@ int main(int argc, char **argv) {
            << "The bandwidth floor is the token rate at which the weight bytes a step must read (bf16 attention and "
               "router, MXFP4 blocks + scales of the experts the batch routes to, bf16 unembedding) take exactly the "
               "measured bandwidth. Runtime time per step = step wall time minus the model's forward time.\n\n"
-           << "Each table is one set of runs with the model's activations in that type; "
-           << (runs.size() > 1 ? "both were measured in this process, fp32 first, against the same bandwidth figure.\n"
-                               : "this CPU has no AVX512-BF16 (or MS_SIMD turned it off), so only fp32 ran.\n");
+           << "Each table is one set of runs with the model's activations in that mode, all measured in this process "
+           << "in the order shown, against the same bandwidth figure"
+           << (bf16 ? ".\n" : " (this CPU has no AVX512-BF16, or MS_SIMD turned it off: no bf16 run).\n");
         for (const Run &run : runs) {
             const std::vector<Row> &rows = run.rows;
             md << "\n### " << run.name << "\n\n"
@@ -358,12 +387,23 @@ int main(int argc, char **argv) {
             md << "\nTargets on this machine: batch-1 decode ≥ 50 % of its floor (" << (rows[0].tok_s / rows[0].floor_tok_s >= 0.5 ? "met" : "not met")
                << "); batch-32 throughput ≥ 8× batch 1 (" << (rows[2].tok_s / b1 >= 8 ? "met" : "not met") << ").\n";
         }
-        if (runs.size() > 1) {
+        // Each non-fp32 run against the fp32 run of the same round.
+        for (const Run &run : runs) {
+            if (run.mode == "fp32") continue;
+            const Run *base = nullptr;
+            for (const Run &r : runs)
+                if (r.mode == "fp32" && r.round == run.round) base = &r;
+            if (!base) continue;
             md.precision(2);
-            md << "\nbf16 / fp32 activations, same run: decode";
-            for (size_t i = 0; i < 3; ++i)
-                md << (i ? "," : "") << " batch " << runs[0].rows[i].batch << " " << runs[1].rows[i].tok_s / runs[0].rows[i].tok_s << "×";
-            md << "; prefill " << runs[1].rows[3].tok_s / runs[0].rows[3].tok_s << "×.\n";
+            md << "\n" << run.mode << " / fp32 activations" << (rounds > 1 ? ", round " + std::to_string(run.round) : std::string())
+               << ": decode";
+            std::printf("\n%s / fp32:", run.mode.c_str());
+            for (size_t i = 0; i < 3; ++i) {
+                md << (i ? "," : "") << " batch " << base->rows[i].batch << " " << run.rows[i].tok_s / base->rows[i].tok_s << "×";
+                std::printf(" batch %d %.2fx", base->rows[i].batch, run.rows[i].tok_s / base->rows[i].tok_s);
+            }
+            md << "; prefill " << run.rows[3].tok_s / base->rows[3].tok_s << "×.\n";
+            std::printf(" prefill %.2fx\n", run.rows[3].tok_s / base->rows[3].tok_s);
         }
         md << "\nPrefill (4 prompts of 256 tokens in one 1024-token step) is compute-bound: its bandwidth floor (every "
               "weight read once per step) is shown for completeness, not as a target. Kernel speed belongs to the model "
