@@ -3,6 +3,7 @@
 // thread-safe function. No engine logic lives here.
 #include <napi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <memory>
@@ -204,6 +205,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                                          InstanceMethod("stats", &EngineWrap::Stats),
                                          InstanceMethod("info", &EngineWrap::Info),
                                          InstanceMethod("evalLogits", &EngineWrap::EvalLogits),
+                                         InstanceMethod("tokenize", &EngineWrap::Tokenize),
+                                         InstanceMethod("tokenBytes", &EngineWrap::TokenBytes),
+                                         InstanceMethod("chatTemplate", &EngineWrap::ChatTemplate),
                                          InstanceMethod("close", &EngineWrap::Close)});
         constructor = Napi::Persistent(fn);
         constructor.SuppressDestruct();
@@ -337,6 +341,56 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         st = ms_model_eval(model_, tokens.data(), static_cast<int>(tokens.size()), out.Data());
         if (st != MS_OK) throw status_error(env, st, ms_last_error());
         return out;
+    }
+
+    // tokenize(text, parseSpecial) -> Int32Array: the model's own tokenizer (ms_model_tokenize; GGUF models only).
+    Napi::Value Tokenize(const Napi::CallbackInfo &info) {
+        Napi::Env env = info.Env();
+        if (!model_) throw status_error(env, MS_ERR_CLOSED, "the engine is closed");
+        if (info.Length() < 1 || !info[0].IsString())
+            throw status_error(env, MS_ERR_INVALID_ARGUMENT, "tokenize(text, parseSpecial): text must be a string");
+        const std::string text = info[0].As<Napi::String>().Utf8Value();
+        const int special = info.Length() > 1 && info[1].ToBoolean().Value() ? 1 : 0;
+        std::vector<int32_t> ids(text.size() + 8);
+        int n = 0;
+        ms_status st = ms_model_tokenize(model_, text.data(), text.size(), special, ids.data(), int(ids.size()), &n);
+        if (st == MS_OK && size_t(n) > ids.size()) {
+            ids.resize(size_t(n));
+            st = ms_model_tokenize(model_, text.data(), text.size(), special, ids.data(), int(ids.size()), &n);
+        }
+        if (st != MS_OK) throw status_error(env, st, ms_last_error());
+        Napi::Int32Array out = Napi::Int32Array::New(env, size_t(n));
+        if (n) std::copy(ids.begin(), ids.begin() + n, out.Data());
+        return out;
+    }
+
+    // tokenBytes(id, special) -> Buffer: one token's bytes (ms_model_token_bytes; special: control tokens' text).
+    Napi::Value TokenBytes(const Napi::CallbackInfo &info) {
+        Napi::Env env = info.Env();
+        if (!model_) throw status_error(env, MS_ERR_CLOSED, "the engine is closed");
+        if (info.Length() < 1 || !info[0].IsNumber())
+            throw status_error(env, MS_ERR_INVALID_ARGUMENT, "tokenBytes(id, special): id must be a number");
+        const int32_t id = static_cast<int32_t>(checked_int(env, info[0].As<Napi::Number>().DoubleValue(), "id", 0, kIntMax));
+        const int special = info.Length() > 1 && info[1].ToBoolean().Value() ? 1 : 0;
+        char buf[256];
+        size_t n = 0;
+        ms_status st = ms_model_token_bytes(model_, id, special, buf, sizeof(buf), &n);
+        if (st != MS_OK) throw status_error(env, st, ms_last_error());
+        if (n <= sizeof(buf)) return Napi::Buffer<char>::Copy(env, buf, n);
+        std::string big(n, '\0');
+        st = ms_model_token_bytes(model_, id, special, big.data(), big.size(), &n);
+        if (st != MS_OK) throw status_error(env, st, ms_last_error());
+        return Napi::Buffer<char>::Copy(env, big.data(), n);
+    }
+
+    // chatTemplate() -> string: the template from the model file's metadata ("" when it has none).
+    Napi::Value ChatTemplate(const Napi::CallbackInfo &info) {
+        Napi::Env env = info.Env();
+        if (!model_) throw status_error(env, MS_ERR_CLOSED, "the engine is closed");
+        const char *tmpl = nullptr;
+        const ms_status st = ms_model_chat_template(model_, &tmpl);
+        if (st != MS_OK) throw status_error(env, st, ms_last_error());
+        return Napi::String::New(env, tmpl ? tmpl : "");
     }
 
     Napi::Value Close(const Napi::CallbackInfo &info);
