@@ -2,8 +2,8 @@
 
 ##@ Cold start
 .PHONY: bench-coldstart
-bench-coldstart: control-plane ## Time from a /scale write to Ready, routable and first token: cold, node cache, standby (local cluster)
-	npx tsx hack/bench/coldstart.ts --runs $${COLDSTART_RUNS:-3} --paths $${COLDSTART_PATHS:-cold,cold-warm,nodecache,standby,standby-warm} --out $${COLDSTART_OUT:-.tmp/coldstart.json}
+bench-coldstart: control-plane ## Time from a /scale write to Ready, routable and first token: download, node cache, standby, cold (local cluster)
+	npx tsx hack/bench/coldstart.ts --runs $${COLDSTART_RUNS:-3} --paths $${COLDSTART_PATHS:-download,nodecache,nodecache-warm,standby,standby-warm,cold,cold-warm} --out $${COLDSTART_OUT:-.tmp/coldstart.json}
 
 .PHONY: test-standby
 test-standby: control-plane ## Standby replicas: plan/roles unit tests and promotion + gateway-discovery integration test

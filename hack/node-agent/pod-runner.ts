@@ -54,6 +54,8 @@ export class PodRunner {
   private stopping = false;
   private statusDirty = true;
   private statusWriting = false;
+  /** The init container running now (terminate() stops it too). */
+  private initChild?: ChildProcess;
   readonly key: string;
 
   constructor(
@@ -76,7 +78,11 @@ export class PodRunner {
     fs.mkdirSync(this.deps.podDir, { recursive: true });
     const mounts = await this.materializeVolumes();
     for (const init of this.pod.spec?.initContainers ?? []) {
+      if (this.stopping) return;
       const code = await this.runToCompletion(init, mounts);
+      // Deleted while an init container ran (a download, say): start nothing, and no probe or status timers that
+      // terminate() could no longer clear.
+      if (this.stopping) return;
       if (code !== 0) {
         this.deps.log('init container failed', { pod: this.key, container: init.name, code });
         this.containers = (this.pod.spec?.containers ?? []).map((spec) => ({
@@ -94,6 +100,7 @@ export class PodRunner {
         return;
       }
     }
+    if (this.stopping) return;
     this.containers = (this.pod.spec?.containers ?? []).map((spec) => ({
       spec,
       ready: false,
@@ -117,7 +124,9 @@ export class PodRunner {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     for (const c of this.containers) if (c.restartTimer) clearTimeout(c.restartTimer);
-    await Promise.all(this.containers.map((c) => stopChild(c.child, graceSeconds * 1000)));
+    await Promise.all(
+      [this.initChild, ...this.containers.map((c) => c.child)].map((child) => stopChild(child, graceSeconds * 1000)),
+    );
   }
 
   private mountMap = new Map<string, string>();
@@ -233,7 +242,13 @@ export class PodRunner {
     );
     const child = spawn(command, args, { env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
-    return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+    this.initChild = child;
+    return new Promise((resolve) =>
+      child.once('exit', (code) => {
+        this.initChild = undefined;
+        resolve(code ?? 1);
+      }),
+    );
   }
 
   private launch(c: ContainerState, volumeDirs: Map<string, string>): void {

@@ -11,7 +11,7 @@ import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 
 import { cacheKey, entryName, type CacheSource } from '../src/weightcache/keys.js';
-import { HubServer } from './weightcache-hub.js';
+import { HubServer } from '../../test/support/hubServer.js';
 
 const arg = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);

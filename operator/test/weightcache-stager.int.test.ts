@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { waitFor } from '../../test/support/wait.js';
 import { COMPLETE_MARKER, entryName, cacheKey, type CacheSource } from '../src/weightcache/keys.js';
-import { HubServer, makeCheckpoint, sha256, type HubFile } from './weightcache-hub.js';
+import { HubServer, makeCheckpoint, sha256, type HubFile } from '../../test/support/hubServer.js';
 import { repoRoot } from './harness.js';
 
 const REV = 'a'.repeat(40);

@@ -22,7 +22,7 @@ import {
   startOperator,
   type OperatorProcess,
 } from './harness.js';
-import { HubServer, makeCheckpoint, sha256 } from './weightcache-hub.js';
+import { HubServer, makeCheckpoint, sha256 } from '../../test/support/hubServer.js';
 
 const CACHE_DIR = '/var/lib/modelserve/weights';
 const BUDGET = 2560 << 10; // 2.5 MiB per node: the wanted entries fit, one more does not

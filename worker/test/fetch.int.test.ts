@@ -1,5 +1,5 @@
 // The fetch-weights init container (worker/src/fetch.ts) against a real HTTP server serving the Hub API paths and
-// plain files (operator/test/weightcache-hub.ts): hf:// and http:// sources fetched and verified, a re-run after a
+// plain files (test/support/hubServer.ts): hf:// and http:// sources fetched and verified, a re-run after a
 // pod restart served from what is already there, a corrupted file refused, a complete node-cache entry used without a
 // single request, and the program itself run as the init container runs it.
 import { spawn } from 'node:child_process';
@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { HubServer, makeCheckpoint, sha256 } from '../../operator/test/weightcache-hub.js';
+import { HubServer, makeCheckpoint, sha256 } from '../../test/support/hubServer.js';
 import { fetchWeights, FETCHED_MARKER, type FetchArgs } from '../src/fetch.js';
 
 const REV = 'c'.repeat(40);

@@ -186,3 +186,60 @@ test('liveness waits for the startup probe and runs every periodSeconds: a slow 
     description: 'slow-start gone',
   });
 }, 90_000);
+
+test('a pod deleted while its init container runs: the init process is stopped and the containers never start', async () => {
+  const core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  const markers = path.join(stateDir, 'markers-init');
+  fs.mkdirSync(markers, { recursive: true });
+  // A long init container (a weights download): records its pid, and that it got SIGTERM.
+  const initScript = `
+const fs = require('fs'); const d = process.env.MARKER_DIR;
+fs.writeFileSync(d + '/init.pid', String(process.pid));
+process.on('SIGTERM', () => { fs.writeFileSync(d + '/init.terminated', 'ok'); process.exit(143); });
+setTimeout(() => process.exit(0), 60_000);
+`;
+  const env = [{ name: 'MARKER_DIR', value: markers }];
+  await core.createNamespacedPod({
+    namespace: 'default',
+    body: {
+      metadata: { name: 'slow-init', labels: { app: 'slow-init' } },
+      spec: {
+        nodeName: agent.nodes[1]?.name,
+        terminationGracePeriodSeconds: 2,
+        initContainers: [
+          { name: 'fetch', image: 'example.invalid/fetch:1', command: [process.execPath, '-e', initScript], env },
+        ],
+        containers: [
+          {
+            name: 'main',
+            image: 'example.invalid/main:1',
+            command: [process.execPath, '-e', `require('fs').writeFileSync('${markers}/main.started', 'x')`],
+          },
+        ],
+      },
+    },
+  });
+  await waitFor(() => fs.existsSync(path.join(markers, 'init.pid')), {
+    timeoutMs: 30_000,
+    description: 'the init container running',
+  });
+  const pid = Number(fs.readFileSync(path.join(markers, 'init.pid'), 'utf8'));
+  await core.deleteNamespacedPod({ name: 'slow-init', namespace: 'default' });
+  await waitFor(async () => (await podsOf('slow-init')).length === 0, {
+    timeoutMs: 30_000,
+    description: 'slow-init gone',
+  });
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await waitFor(() => !alive(), { timeoutMs: 10_000, description: `init process ${pid} stopped` });
+  expect(fs.existsSync(path.join(markers, 'init.terminated'))).toBe(true);
+  // Had the runner carried on after its init container, the main container would start at once.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(fs.existsSync(path.join(markers, 'main.started'))).toBe(false);
+}, 60_000);

@@ -1,4 +1,4 @@
-// A real HTTP server for the weight-cache tests: serves the Hub API paths (`/api/models/{repo}/revision/{rev}` with
+// A real HTTP server for the weight-cache tests and the cold-start benchmark (hack/bench/coldstart.ts): serves the Hub API paths (`/api/models/{repo}/revision/{rev}` with
 // the file list and LFS SHA-256s, `/{repo}/resolve/{rev}/{file}` with Range support) and plain files under `/plain/`.
 // It records every request (method, path, Range header) so tests can see resumed downloads, and can serve a file
 // slowly (to kill a stager mid-file) or with corrupted bytes (to see the checksum check refuse it).
@@ -20,6 +20,25 @@ export interface RequestRecord {
 }
 
 export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+// The listing answers every request with each file's SHA-256; a large checkpoint (the benchmark serves 1 GB) is
+// hashed once, not on every listing.
+const digests = new WeakMap<Buffer, string>();
+export function fileSha256(f: HubFile): string {
+  let d = digests.get(f.data);
+  if (d === undefined) digests.set(f.data, (d = sha256(f.data)));
+  return d;
+}
+
+/**
+ * The address of this machine as pods of the node agent see it: the bridge's gateway when pods have their own network
+ * namespaces (10.x.0.1; a server listening on 0.0.0.0 answers there), else the node's loopback address.
+ */
+export function hostAddressForPods(agent: { networkMode: string; nodes: { hostIP: string }[] }): string {
+  const hostIP = agent.nodes[0]?.hostIP;
+  if (!hostIP) throw new Error('the node agent has no nodes');
+  return agent.networkMode === 'netns' ? hostIP.replace(/^(\d+\.\d+)\..*$/, '$1.0.1') : hostIP;
+}
 
 /** A deterministic pseudo-random checkpoint: a config, a tokenizer and `weightFiles` shards of `shardBytes`. */
 export function makeCheckpoint(seed: string, shardBytes: number, weightFiles = 2): HubFile[] {
@@ -86,7 +105,7 @@ export class HubServer {
         rfilename: f.path,
         size: f.data.length,
         blobId: randomBytes(20).toString('hex'),
-        ...(f.lfs ? { lfs: { sha256: sha256(f.data), size: f.data.length, pointerSize: 134 } } : {}),
+        ...(f.lfs ? { lfs: { sha256: fileSha256(f), size: f.data.length, pointerSize: 134 } } : {}),
       }));
       res.writeHead(200, { 'content-type': 'application/json' });
       return void res.end(JSON.stringify({ id: info[1], sha: info[2], siblings }));
