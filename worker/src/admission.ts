@@ -36,13 +36,18 @@ export class Admission {
     return this.queue.length + Math.max(0, count - free) <= this.maxWaiting;
   }
 
+  /** A slot now if one is free and nobody is queued before us, else undefined (then wait with acquire()). */
+  tryAcquire(): Slot | undefined {
+    if (this.running >= this.maxRunning || this.queue.length > 0) return undefined;
+    this.running++;
+    return this.makeSlot();
+  }
+
   /** Resolves with a slot when one is free. `signal` aborts a waiting acquisition (the client went away). */
   acquire(signal?: AbortSignal): Promise<Slot> {
     if (signal?.aborted) return Promise.reject(new AdmissionClosedError('aborted'));
-    if (this.running < this.maxRunning && this.queue.length === 0) {
-      this.running++;
-      return Promise.resolve(this.makeSlot());
-    }
+    const slot = this.tryAcquire();
+    if (slot) return Promise.resolve(slot);
     return new Promise<Slot>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject };
       this.queue.push(waiter);

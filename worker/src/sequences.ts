@@ -60,9 +60,16 @@ export class SequenceRun {
     return this.sequences.reduce((sum, s) => sum + s.cachedPromptTokens, 0);
   }
 
-  /** Queues every sequence; each is submitted to the engine as soon as it gets a slot. */
+  /** Queues every sequence; each is submitted to the engine as soon as it gets a slot — at once, within this call,
+   * when one is free (no promise hop between the request's arrival and the engine). A sequence the engine refuses
+   * synchronously finishes (handlers called) within this call too. */
   start(): void {
     this.sequences.forEach((seq) => {
+      const slot = this.abort.signal.aborted ? undefined : this.admission.tryAcquire();
+      if (slot) {
+        this.submit(seq, slot);
+        return;
+      }
       this.admission.acquire(this.abort.signal).then(
         (slot) => this.submit(seq, slot),
         (err: unknown) => this.finish(seq, 'cancelled', err instanceof AdmissionClosedError ? undefined : String(err)),
@@ -109,16 +116,17 @@ export class SequenceRun {
     const now = performance.now();
     const tokens = events.filter((e) => e.token >= 0);
     if (tokens.length > 0) {
+      const previous = seq.lastBatch;
       if (seq.firstToken === undefined) {
         seq.firstToken = now;
         seq.cachedPromptTokens = tokens[0]!.cachedPromptTokens ?? 0;
-        this.metrics.observeFirstToken((now - this.arrival) / 1000);
-      } else if (seq.lastBatch !== undefined) {
-        this.metrics.observeInterToken((now - seq.lastBatch) / 1000);
       }
       seq.lastBatch = now;
       seq.generated += tokens.length;
+      // The client's tokens first (the socket write), then the metrics, which nobody waits on.
       seq.handlers.onTokens(tokens);
+      if (previous === undefined) this.metrics.observeFirstToken((now - this.arrival) / 1000);
+      else this.metrics.observeInterToken((now - previous) / 1000);
     }
     // The handler may have stopped the sequence (stop string) while reading these tokens.
     const last = events[events.length - 1];

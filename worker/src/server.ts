@@ -2,6 +2,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { jsonBody } from './body.js';
 import { WorkerContext, type WorkerConfig } from './context.js';
 import type { Engine } from './engine/types.js';
 import type { Logger } from './log.js';
@@ -63,7 +64,7 @@ export function createApp(options: AppOptions): { app: express.Express; ctx: Wor
     if (ctx.state.draining) sendError(res, draining(ctx.config.retryAfterSeconds));
     else next();
   });
-  app.use('/v1', express.json({ limit: ctx.config.maxBodyBytes }));
+  app.use('/v1', jsonBody({ limit: ctx.config.maxBodyBytes }));
   app.get('/v1/models', route(listModels));
   app.get('/v1/models/:model', route(getModel));
   app.post('/v1/chat/completions', route(chatCompletions));

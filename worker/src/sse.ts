@@ -17,3 +17,34 @@ export function sendEvent(res: Response, data: unknown): void {
 export function endEventStream(res: Response): void {
   if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
 }
+
+/**
+ * An event stream that opens (headers, then `prologue`'s events) on its first event or on `open()`, whichever comes
+ * first. Routes call `open()` right after submitting their sequences, so the header write (a syscall) is not on the
+ * path from the request's arrival to the engine, while clients still get the headers before any token.
+ */
+export class EventStream {
+  private opened = false;
+
+  constructor(
+    private readonly res: Response,
+    private readonly prologue?: () => void,
+  ) {}
+
+  open(): void {
+    if (this.opened) return;
+    this.opened = true;
+    startEventStream(this.res);
+    this.prologue?.();
+  }
+
+  send(data: unknown): void {
+    this.open();
+    sendEvent(this.res, data);
+  }
+
+  end(): void {
+    this.open();
+    endEventStream(this.res);
+  }
+}

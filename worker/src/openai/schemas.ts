@@ -86,7 +86,9 @@ export type ChatRequest = z.infer<typeof chatRequestSchema>;
 const tokenIds = z.array(z.number().int().min(0)).min(1);
 export const completionRequestSchema = z.object({
   ...sampling,
-  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  // Token ids before lists of strings: a union tries its options in order, and checking a long id list against
+  // z.array(z.string()) first costs an issue per element. (Which option comes first changes no error message.)
+  prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
   max_tokens: z.number().int().min(1).nullable().optional(),
   logprobs: z.number().int().min(0).max(20).nullable().optional(),
   echo: z.boolean().nullable().optional(),

@@ -19,7 +19,7 @@ import { PlainChatChoice } from '../openai/plain-chat-choice.js';
 import { internalError, invalidRequest } from '../openai/errors.js';
 import { chatRequestSchema, type ChatRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
-import { endEventStream, sendEvent, startEventStream } from '../sse.js';
+import { EventStream } from '../sse.js';
 import { HARMONY, type Tokenizer } from '../tokenizer.js';
 import { RequestTrace } from '../tracing.js';
 import {
@@ -167,10 +167,15 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
     choices: [{ index, delta, logprobs: logprobs ?? null, finish_reason: finish }],
     ...(includeUsage ? { usage: null } : {}),
   });
+  // Opens with each choice's role chunk and what its parser was primed with (a forced tool call's header).
+  const sse = new EventStream(res, () => {
+    choices.forEach((_, index) => sse.send(chunk(index, { role: 'assistant', content: '' }, null)));
+    primed.forEach((delta, index) => streamDelta(index, delta, null));
+  });
   const streamDelta = (index: number, delta: ChatDelta, finish: ChatFinishReason | null): void => {
     if (isEmptyDelta(delta) && finish === null) return;
     const { logprobs, ...rest } = delta;
-    sendEvent(res, chunk(index, rest, finish, logprobs ? { content: logprobs } : undefined));
+    sse.send(chunk(index, rest, finish, logprobs ? { content: logprobs } : undefined));
   };
 
   const run = new SequenceRun(
@@ -202,7 +207,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
             if (reason === 'error') errors.push(message ?? 'engine error');
             if (stream && reason !== 'cancelled') {
               if (reason === 'error') {
-                sendEvent(res, {
+                sse.send({
                   error: { message: message ?? 'engine error', type: 'server_error', param: null, code: null },
                 });
               } else {
@@ -216,12 +221,8 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   );
 
   const watch = watchDisconnect(req, res, () => run.cancelAll());
-  if (stream) {
-    startEventStream(res);
-    choices.forEach((_, index) => sendEvent(res, chunk(index, { role: 'assistant', content: '' }, null)));
-    primed.forEach((delta, index) => streamDelta(index, delta, null));
-  }
   run.start();
+  if (stream) sse.open();
   try {
     await run.done;
   } finally {
@@ -238,8 +239,8 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   trace.end({ 'gen_ai.usage.prompt_tokens': prompt.length, 'gen_ai.usage.completion_tokens': completionTokens });
   if (res.destroyed) return;
   if (stream) {
-    if (includeUsage) sendEvent(res, { id, object: 'chat.completion.chunk', created, model, choices: [], usage });
-    endEventStream(res);
+    if (includeUsage) sse.send({ id, object: 'chat.completion.chunk', created, model, choices: [], usage });
+    sse.end();
     return;
   }
   if (errors.length === n) {

@@ -7,7 +7,7 @@ import type { FinishReason, GenerationRequest, TokenEvent } from '../engine/type
 import { internalError, invalidRequest } from '../openai/errors.js';
 import { completionRequestSchema, type CompletionRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
-import { endEventStream, sendEvent, startEventStream } from '../sse.js';
+import { EventStream } from '../sse.js';
 import { StopMatcher } from '../stop.js';
 import type { ModelFamily, TextTokenizer } from '../family/family.js';
 import { HARMONY } from '../tokenizer.js';
@@ -165,6 +165,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     ...(includeUsage ? { usage: null } : {}),
   });
 
+  const sse = new EventStream(res);
   const run = new SequenceRun(
     engine,
     ctx.admission!,
@@ -187,7 +188,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
           onTokens(events) {
             const out = choice.push(events);
             if (stream && (out.text || out.logprobs?.tokens.length))
-              sendEvent(res, chunk(index, out.text, null, out.logprobs));
+              sse.send(chunk(index, out.text, null, out.logprobs));
             if (choice.stoppedByString) run.stop(index);
           },
           onFinish(reason: FinishReason, message?: string) {
@@ -196,11 +197,11 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
             if (reason === 'error') errors.push(message ?? 'engine error');
             if (stream && reason !== 'cancelled') {
               if (reason === 'error') {
-                sendEvent(res, {
+                sse.send({
                   error: { message: message ?? 'engine error', type: 'server_error', param: null, code: null },
                 });
               } else {
-                sendEvent(res, chunk(index, out.text, out.reason));
+                sse.send(chunk(index, out.text, out.reason));
               }
             }
           },
@@ -209,8 +210,8 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     }),
   );
   const watch = watchDisconnect(req, res, () => run.cancelAll());
-  if (stream) startEventStream(res);
   run.start();
+  if (stream) sse.open();
   try {
     await run.done;
   } finally {
@@ -228,8 +229,8 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   trace.end({ 'gen_ai.usage.prompt_tokens': promptTokens, 'gen_ai.usage.completion_tokens': completionTokens });
   if (res.destroyed) return;
   if (stream) {
-    if (includeUsage) sendEvent(res, { id, object: 'text_completion', created, model, choices: [], usage });
-    endEventStream(res);
+    if (includeUsage) sse.send({ id, object: 'text_completion', created, model, choices: [], usage });
+    sse.end();
     return;
   }
   if (errors.length === slots.length) {
