@@ -16,8 +16,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { fetchFile, headSize } from '../../operator/src/weightcache/download.js';
-import { DEFAULT_HF_ENDPOINT, listSource, type SourceFile } from '../../operator/src/weightcache/sources.js';
+import { fetchIntoDir, headSize } from '../../operator/src/weightcache/download.js';
+import { DEFAULT_HF_ENDPOINT, listSource } from '../../operator/src/weightcache/sources.js';
 import { cacheProblem } from './weights.js';
 
 /** Written into --dest when every file is there, so a restarted init container returns at once. */
@@ -141,7 +141,7 @@ export async function fetchWeights(a: FetchArgs, log: Log = jsonLog): Promise<Fe
   log('info', 'fetching', { source: a.source, dest: a.dest, files: files.length, bytes: total });
   fs.mkdirSync(a.dest, { recursive: true });
   const got: FetchedMarker['files'] = [];
-  for (const f of files) got.push(await fetchOne(f, a.dest, headers, log));
+  for (const f of files) got.push(await fetchIntoDir(f, a.dest, headers, log));
   const bytes = got.reduce((s, f) => s + f.bytes, 0);
   const marker: FetchedMarker = { source: a.source, ...(a.revision ? { revision: a.revision } : {}), files: got };
   fs.writeFileSync(path.join(a.dest, FETCHED_MARKER), JSON.stringify(marker, null, 2) + '\n');
@@ -152,27 +152,6 @@ export async function fetchWeights(a: FetchArgs, log: Log = jsonLog): Promise<Fe
     mbPerSecond: Math.round(bytes / 1e6 / Math.max(seconds(), 1e-3)),
   });
   return { from: 'source', files: got.length, bytes, seconds: seconds() };
-}
-
-async function fetchOne(
-  f: SourceFile,
-  destDir: string,
-  headers: Record<string, string>,
-  log: Log,
-): Promise<FetchedMarker['files'][number]> {
-  const dest = path.join(destDir, ...f.path.split('/'));
-  // A file is renamed from .partial only after its checksum matched (or its download completed, without one).
-  if (fs.existsSync(dest) && (f.size === undefined || fs.statSync(dest).size === f.size) && f.sha256) {
-    return { path: f.path, bytes: fs.statSync(dest).size, sha256: f.sha256 };
-  }
-  const r = await fetchFile(f, dest, {
-    headers,
-    progress: (p) =>
-      log('info', 'progress', { ...p, ...(p.total ? { percent: Math.round((1000 * p.bytes) / p.total) / 10 } : {}) }),
-    log: (msg, fields) => log('warn', msg, fields),
-  });
-  log('info', 'file verified', { file: f.path, bytes: r.bytes, sha256: r.sha256 });
-  return { path: f.path, bytes: r.bytes, sha256: r.sha256 };
 }
 
 async function main(): Promise<void> {

@@ -207,3 +207,32 @@ export async function headSize(url: string, headers: Record<string, string> = {}
   const n = Number(res.headers.get('content-length') ?? NaN);
   return Number.isFinite(n) ? n : undefined;
 }
+
+export type FieldLog = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * One listed file into `dir` (at its relative path), for the stager and the worker's fetch-weights alike: a copy an
+ * earlier run left there is kept — files are renamed from .partial only once verified — else it is fetched with
+ * progress and retry lines on `log`.
+ */
+export async function fetchIntoDir(
+  f: SourceFile,
+  dir: string,
+  headers: Record<string, string>,
+  log: FieldLog,
+  progressEveryBytes?: number,
+): Promise<{ path: string; bytes: number; sha256: string }> {
+  const dest = path.join(dir, ...f.path.split('/'));
+  if (fs.existsSync(dest) && f.sha256 && (f.size === undefined || fs.statSync(dest).size === f.size)) {
+    return { path: f.path, bytes: fs.statSync(dest).size, sha256: f.sha256 };
+  }
+  const r = await fetchFile(f, dest, {
+    headers,
+    progress: (p) =>
+      log('info', 'progress', { ...p, ...(p.total ? { percent: Math.round((1000 * p.bytes) / p.total) / 10 } : {}) }),
+    ...(progressEveryBytes ? { progressEveryBytes } : {}),
+    log: (msg, fields) => log('warn', msg, fields),
+  });
+  log('info', 'file verified', { file: f.path, bytes: r.bytes, sha256: r.sha256 });
+  return { path: f.path, bytes: r.bytes, sha256: r.sha256 };
+}

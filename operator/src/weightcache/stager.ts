@@ -12,10 +12,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { fetchFile, headSize } from './download.js';
+import { fetchIntoDir, headSize } from './download.js';
 import { chooseEvictions, scanCache } from './evict.js';
 import { COMPLETE_MARKER, parseBytes, STAGING_SUFFIX } from './keys.js';
-import { DEFAULT_HF_ENDPOINT, listSource, type SourceFile } from './sources.js';
+import { DEFAULT_HF_ENDPOINT, listSource } from './sources.js';
 
 export interface StagerArgs {
   source: string;
@@ -146,7 +146,10 @@ export async function stage(a: StagerArgs): Promise<CompleteMarker> {
 
   const staging = finalDir + STAGING_SUFFIX;
   const done: CompleteMarker['files'] = [];
-  for (const f of files) done.push(await stageFile(f, staging, headers));
+  for (const f of files)
+    done.push(
+      await fetchIntoDir(f, staging, headers, log, Number(process.env.MODELSERVE_STAGE_PROGRESS_BYTES) || undefined),
+    );
   const marker: CompleteMarker = {
     key: a.key,
     source: a.source,
@@ -165,30 +168,6 @@ export async function stage(a: StagerArgs): Promise<CompleteMarker> {
     mbPerSecond: marker.bytes / 1e6 / Math.max(seconds, 1e-3),
   });
   return marker;
-}
-
-async function stageFile(
-  f: SourceFile,
-  staging: string,
-  headers: Record<string, string>,
-): Promise<CompleteMarker['files'][number]> {
-  const dest = path.join(staging, ...f.path.split('/'));
-  if (fs.existsSync(dest) && f.sha256) {
-    // Renamed from .partial only after verification by an earlier run of this Job.
-    return { path: f.path, bytes: fs.statSync(dest).size, sha256: f.sha256 };
-  }
-  const r = await fetchFile(f, dest, {
-    headers,
-    progress: (p) =>
-      log('info', 'progress', {
-        ...p,
-        ...(p.total ? { percent: Math.round((1000 * p.bytes) / p.total) / 10 } : {}),
-      }),
-    progressEveryBytes: Number(process.env.MODELSERVE_STAGE_PROGRESS_BYTES) || undefined,
-    log: (msg, fields) => log('warn', msg, fields),
-  });
-  log('info', 'file verified', { file: f.path, bytes: r.bytes, sha256: r.sha256 });
-  return { path: f.path, bytes: r.bytes, sha256: r.sha256 };
 }
 
 async function main(): Promise<void> {
