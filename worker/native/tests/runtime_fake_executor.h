@@ -34,7 +34,7 @@ class FakeExecutor : public Executor {
 
     const KvSpec &kv_spec() const override { return spec_; }
     size_t kv_block_bytes(int group, int block_size, bool bf16) const override {
-        return static_cast<size_t>(2) * spec_.layers_in_group[group] * block_size * spec_.kv_dim * (bf16 ? 2 : 4);
+        return spec_.block_bytes(group, block_size, bf16);
     }
     int vocab_size() const override { return vocab_; }
     int eos_token_id() const override { return 0; }

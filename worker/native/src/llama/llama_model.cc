@@ -205,8 +205,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
 }
 
 size_t LlamaModel::kv_block_bytes(int group, int block_size, bool bf16) const {
-    if (group < 0 || group >= kNumKvGroups) return 0;
-    return size_t(2) * spec_.layers_in_group[group] * size_t(block_size) * spec_.kv_dim * (bf16 ? 2 : 4);
+    return spec_.block_bytes(group, block_size, bf16);
 }
 
 void LlamaModel::forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {

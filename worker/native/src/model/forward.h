@@ -2,6 +2,7 @@
 // pass). The runtime owns the KV storage and decides what runs in a step; the model computes it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -34,6 +35,10 @@ struct KvSpec {
     std::vector<int> layer_index_in_group;  // per layer: its index among the layers of its group
     int layers_in_group[kNumKvGroups] = {0, 0};
     // Bytes of one block of group g: 2 (K and V) * layers_in_group[g] * block_size * kv_dim * element size.
+    size_t block_bytes(int group, int block_size, bool bf16) const {
+        if (group < 0 || group >= kNumKvGroups) return 0;
+        return size_t(2) * layers_in_group[group] * size_t(block_size) * kv_dim * (bf16 ? 2 : 4);
+    }
 };
 
 // One sequence's share of a step: a chunk of new tokens (a prefill chunk, or one decode token) at positions

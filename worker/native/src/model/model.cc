@@ -203,8 +203,7 @@ bool Model::set_q8_activations(bool on, int min_tokens, bool dense) {
 }
 
 size_t Model::kv_block_bytes(int group, int block_size, bool bf16) const {
-    if (group < 0 || group >= kNumKvGroups) return 0;
-    return size_t(2) * spec_.layers_in_group[group] * size_t(block_size) * spec_.kv_dim * (bf16 ? 2 : 4);
+    return spec_.block_bytes(group, block_size, bf16);
 }
 
 void Model::forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
