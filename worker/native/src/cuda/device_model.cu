@@ -58,22 +58,8 @@ void DeviceModel::init_common(const ModelConfig &c) {
     if (c.head_dim > 128 || c.head_dim % 2 != 0 || c.num_attention_heads % c.num_key_value_heads != 0 ||
         c.num_attention_heads / c.num_key_value_heads > 32)
         throw Error(MS_ERR_UNSUPPORTED, "CUDA backend: head_dim must be even and <= 128, at most 32 query heads per kv head");
-    spec_ = KvSpec();
-    spec_.kv_dim = c.num_key_value_heads * c.head_dim;
-    for (int l = 0; l < c.num_hidden_layers; ++l) {
-        const int g = c.is_sliding(l) ? kSlidingGroup : kFullGroup;
-        if (g == kSlidingGroup) spec_.sliding_window = c.sliding_window;
-        spec_.layer_group.push_back(g);
-        spec_.layer_index_in_group.push_back(spec_.layers_in_group[g]++);
-    }
-    RopeParams rp;
-    rp.head_dim = c.head_dim;
-    rp.theta = c.rope_theta;
-    rp.factor = c.rope_type == "yarn" ? c.rope_factor : 1.0;
-    rp.original_max_pos = c.rope_original_max_position_embeddings;
-    rp.beta_fast = c.rope_beta_fast;
-    rp.beta_slow = c.rope_beta_slow;
-    const Rope rope = make_rope(rp);
+    spec_ = c.kv_spec();
+    const Rope rope = make_rope(c.rope_params());
     inv_freq = upload_array(rope.inv_freq.data(), rope.inv_freq.size());
     rope_concentration = rope.concentration;
 }

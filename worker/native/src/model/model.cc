@@ -150,24 +150,8 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params, bool prefault)
         m->set_q8_activations(true, min && *min ? std::atoi(min) : kQ8AutoMinTokens, !std::strcmp(act, "q8all"));
     }
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
-    RopeParams rp;
-    rp.head_dim = c.head_dim;
-    rp.theta = c.rope_theta;
-    rp.factor = c.rope_type == "yarn" ? c.rope_factor : 1.0;
-    rp.original_max_pos = c.rope_original_max_position_embeddings;
-    rp.beta_fast = c.rope_beta_fast;
-    rp.beta_slow = c.rope_beta_slow;
-    m->rope_ = make_rope(rp);
-
-    KvSpec &s = m->spec_;
-    s.kv_dim = int(KVD);
-    s.sliding_window = 0;
-    for (int l = 0; l < c.num_hidden_layers; ++l) {
-        int g = c.is_sliding(l) ? kSlidingGroup : kFullGroup;
-        if (g == kSlidingGroup) s.sliding_window = c.sliding_window;
-        s.layer_group.push_back(g);
-        s.layer_index_in_group.push_back(s.layers_in_group[g]++);
-    }
+    m->rope_ = make_rope(c.rope_params());
+    m->spec_ = c.kv_spec();
     m->ws_ = std::make_unique<Workspace>();
     if (prefault) ck.prefault(params.progress, params.progress_user);
     return m;
@@ -200,6 +184,29 @@ bool Model::set_q8_activations(bool on, int min_tokens, bool dense) {
     }
     q8_min_tokens_ = min_tokens > 0 ? min_tokens : (simd_ == Simd::Avx512 && q8_vnni_available()) ? 8 : 1;
     return q8_act_;
+}
+
+RopeParams ModelConfig::rope_params() const {
+    RopeParams rp;
+    rp.head_dim = head_dim;
+    rp.theta = rope_theta;
+    rp.factor = rope_type == "yarn" ? rope_factor : 1.0;
+    rp.original_max_pos = rope_original_max_position_embeddings;
+    rp.beta_fast = rope_beta_fast;
+    rp.beta_slow = rope_beta_slow;
+    return rp;
+}
+
+KvSpec ModelConfig::kv_spec() const {
+    KvSpec s;
+    s.kv_dim = num_key_value_heads * head_dim;
+    for (int l = 0; l < num_hidden_layers; ++l) {
+        const int g = is_sliding(l) ? kSlidingGroup : kFullGroup;
+        if (g == kSlidingGroup) s.sliding_window = sliding_window;
+        s.layer_group.push_back(g);
+        s.layer_index_in_group.push_back(s.layers_in_group[g]++);
+    }
+    return s;
 }
 
 size_t Model::kv_block_bytes(int group, int block_size, bool bf16) const {

@@ -42,6 +42,9 @@ struct ModelConfig {
     // Parses and validates a Hugging Face config.json; errors name `source` and the field.
     static ModelConfig parse(const std::string &json_text, const std::string &source);
     bool is_sliding(int layer) const { return layer_types[layer] == "sliding_attention"; }
+    // What every backend derives from the config alike: the RoPE/YaRN parameters and the KV layout by layer group.
+    RopeParams rope_params() const;
+    KvSpec kv_spec() const;
 };
 
 // Dense bf16 matrix [rows][cols] in the mapping, with an fp32 copy of its bias (may be empty).
