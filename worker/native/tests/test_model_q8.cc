@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <numeric>
 #include <tuple>
 
@@ -208,6 +210,32 @@ TEST(Q8Mode, StepsBelowTheThresholdRunTheFp32Path) {
     q8.model->set_q8_activations(true, 12);  // at the threshold: int8 experts
     ASSERT_EQ(ms_model_eval(&q8, tokens.data(), int(tokens.size()), b.data()), MS_OK);
     EXPECT_NE(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+TEST(Q8Mode, UnknownActivationSettingsAreNamedErrorsNotSilentFp32) {
+    ms_test::TempDir tmp;
+    ms::SyntheticSpec spec = ms::synthetic_preset("tiny");
+    spec.seed = 6;
+    ms::write_synthetic_checkpoint(spec, tmp.sub("ckpt"));
+    const auto expect_rejected = [&](const char *act, const char *min, const char *needle) {
+        setenv("MS_ACTIVATIONS", act, 1);
+        if (min) setenv("MS_Q8_MIN_TOKENS", min, 1);
+        try {
+            ms_test::load_model(tmp.sub("ckpt"), 1);
+            ADD_FAILURE() << "MS_ACTIVATIONS=" << act << " loaded";
+        } catch (const ms::Error &e) {
+            EXPECT_EQ(e.status(), MS_ERR_INVALID_ARGUMENT);
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+        unsetenv("MS_ACTIVATIONS");
+        unsetenv("MS_Q8_MIN_TOKENS");
+    };
+    expect_rejected("int8", nullptr, "MS_ACTIVATIONS must be fp32, q8 or q8all");
+    expect_rejected("q8", "eight", "MS_Q8_MIN_TOKENS must be an integer");
+    expect_rejected("q8", "-3", "MS_Q8_MIN_TOKENS must be an integer");
+    setenv("MS_ACTIVATIONS", "fp32", 1);
+    EXPECT_NO_THROW(ms_test::load_model(tmp.sub("ckpt"), 1));
+    unsetenv("MS_ACTIVATIONS");
 }
 
 }  // namespace

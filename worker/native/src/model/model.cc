@@ -145,9 +145,19 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params, bool prefault)
 
     m->simd_ = active_simd();
     m->bf16_act_ = m->simd_ == Simd::Avx512 && bf16_dot_enabled();
-    if (const char *act = std::getenv("MS_ACTIVATIONS"); act && (!std::strcmp(act, "q8") || !std::strcmp(act, "q8all"))) {
-        const char *min = std::getenv("MS_Q8_MIN_TOKENS");
-        m->set_q8_activations(true, min && *min ? std::atoi(min) : kQ8AutoMinTokens, !std::strcmp(act, "q8all"));
+    if (const char *act = std::getenv("MS_ACTIVATIONS"); act && *act && std::strcmp(act, "fp32") != 0) {
+        // A typo must not silently fall back to fp32 (or to the automatic threshold): both are named errors.
+        if (std::strcmp(act, "q8") != 0 && std::strcmp(act, "q8all") != 0)
+            throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MS_ACTIVATIONS must be fp32, q8 or q8all, got \"") + act + "\"");
+        int min_tokens = kQ8AutoMinTokens;
+        if (const char *min = std::getenv("MS_Q8_MIN_TOKENS"); min && *min) {
+            char *end = nullptr;
+            const long n = std::strtol(min, &end, 10);
+            if (*end != '\0' || n < 0 || n > 1 << 20)
+                throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MS_Q8_MIN_TOKENS must be an integer >= 0 (0 = automatic), got \"") + min + "\"");
+            min_tokens = int(n);
+        }
+        m->set_q8_activations(true, min_tokens, !std::strcmp(act, "q8all"));
     }
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     m->rope_ = make_rope(c.rope_params());
