@@ -2,6 +2,7 @@
 // returns token ids (4 bytes per sequence) instead of a vocabulary-wide row of logits.
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/pdl.cuh"
 
 namespace ms::cuda {
 
@@ -9,6 +10,8 @@ namespace {
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 __global__ void argmax_kernel(const float *logits, int V, int32_t *ids) {
+    pdl_wait();
+    pdl_trigger();
     const float *row = logits + (long long)blockIdx.x * V;
     float bv = -INFINITY;
     int bi = 0x7fffffff;
@@ -39,7 +42,7 @@ __global__ void argmax_kernel(const float *logits, int V, int32_t *ids) {
 
 void argmax_rows(const float *logits, int n_rows, int V, int32_t *ids, cudaStream_t s) {
     if (n_rows <= 0) return;
-    argmax_kernel<<<n_rows, 1024, 0, s>>>(logits, V, ids);
+    launch_maybe_pdl(argmax_kernel, dim3(n_rows), dim3(1024), 0, s, logits, V, ids);
     check_launch("argmax_rows");
 }
 

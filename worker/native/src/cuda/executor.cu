@@ -59,15 +59,14 @@ CudaExecutor::~CudaExecutor() {
     drop_graphs();
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
     for (void *p : {(void *)x_, (void *)h_, (void *)qkv_, (void *)attn_, (void *)cs_, (void *)fin_, (void *)logits_,
-                    (void *)xb_, (void *)ids_, moe_ws_, (void *)d_step_})
+                    (void *)xb_, (void *)ids_, moe_ws_, (void *)d_step_, (void *)attn_part_, (void *)mm_split_})
         if (p) cudaFree(p);
     if (pinned_) cudaFreeHost(pinned_);
     if (stream_) cudaStreamDestroy(stream_);
 }
 
 size_t CudaExecutor::kv_block_bytes(int group, int block_size, bool bf16) const {
-    if (group < 0 || group >= kNumKvGroups) return 0;
-    return size_t(2) * kv_spec().layers_in_group[group] * size_t(block_size) * kv_spec().kv_dim * (bf16 ? 2 : 4);
+    return kv_spec().block_bytes(group, block_size, bf16);
 }
 
 void *CudaExecutor::alloc_kv_memory(size_t bytes) const {
@@ -211,6 +210,22 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
     }
     std::memcpy(pinned_, hs.data(), hs.size() * sizeof(int32_t));
     ensure_workspace(T, std::max(R, 1));
+    {  // Attention launch plan for this batch shape (decode: split keys over blocks) and its scratch.
+        int max_q = 0;
+        for (int i = 0; i < n_seqs; ++i) max_q = std::max(max_q, seqs[i].n_tokens);
+        attn_plan_ = plan_attention(T, c.num_key_value_heads, max_q);
+        const size_t need = attention_scratch_floats(T, c.num_attention_heads, c.head_dim, attn_plan_);
+        if (need > attn_part_cap_) {
+            MS_CUDA(cudaStreamSynchronize(stream_));
+            drop_graphs();
+            if (attn_part_) cudaFree(attn_part_);
+            attn_part_ = nullptr;
+            attn_part_cap_ = std::max(need, 2 * attn_part_cap_);
+            MS_CUDA(cudaMalloc(reinterpret_cast<void **>(&attn_part_), attn_part_cap_ * sizeof(float)));
+            MS_CUDA(cudaMemsetAsync(attn_part_, 0, attn_part_cap_ * sizeof(float), stream_));  // split counters
+        }
+        if (!mm_split_) MS_CUDA(cudaMalloc(reinterpret_cast<void **>(&mm_split_), gemm_split_scratch_floats() * sizeof(float)));
+    }
     MS_CUDA(cudaMemcpyAsync(d_step_, pinned_, hs.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     const bool greedy = what == Output::Greedy;
     bool decode = what != Output::AllLogits && R == T;
@@ -298,22 +313,24 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool g
         pk.tables = d_tables;
         pk.table_off = d_table_off + size_t(g) * n_seqs;
 
-        rmsnorm(x_, nullptr, T, H, L.attn_norm, eps, h_, s);
-        matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, s);
+        if (l == 0) rmsnorm(x_, nullptr, T, H, L.attn_norm, eps, h_, s);  // later layers: by the previous MoE combine
+        matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, mm_split_, s);
         rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
         mark(1);
         paged_attention(qkv_, T, nh, nkv, hd, L.sinks, scale, c.is_sliding(l) ? c.sliding_window : 0, d_pos, d_seq, pk,
-                        attn_, s);
+                        attn_, attn_plan_, attn_part_, s);
         mark(2);
-        matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, s);
+        matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, mm_split_, s);
         mark(3);
         rmsnorm(x_, nullptr, T, H, L.mlp_norm, eps, h_, s);
-        moe_forward(L.moe, h_, T, x_, moe_ws_, s);
+        MoeNextNorm next;
+        if (l + 1 < c.num_hidden_layers) next = MoeNextNorm{model_->layers[l + 1].attn_norm, eps, h_};
+        moe_forward(L.moe, h_, T, x_, moe_ws_, s, next);
         mark(4);
     }
     if (R > 0) {
         rmsnorm(x_, d_rows, R, H, model_->final_norm, eps, fin_, s);
-        matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, s);
+        matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, mm_split_, s);
         if (greedy) argmax_rows(logits_, R, V, ids_, s);
     }
     mark(5);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda/device_model.cuh"
+#include "cuda/kernels.cuh"
 #include "runtime/executor.h"
 
 namespace ms::cuda {
@@ -108,6 +109,11 @@ class CudaExecutor : public Executor {
     uint16_t *xb_ = nullptr;
     int32_t *ids_ = nullptr;
     void *moe_ws_ = nullptr;
+    // Attention plan of the current step and the split-key partials it needs; split-K partials of the small GEMMs.
+    AttentionPlan attn_plan_;
+    float *attn_part_ = nullptr;
+    size_t attn_part_cap_ = 0;
+    float *mm_split_ = nullptr;
 };
 
 }  // namespace ms::cuda

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace ms::cuda {
@@ -20,12 +21,19 @@ void rmsnorm(const float *x, const int32_t *rows, int n_rows, int width, const f
 // `accumulate` adds into out (the residual stream). K must be a multiple of 8.
 // Exact path (fp32 activations, any T) and the tensor-core path (activations rounded to bf16; for T > 8) are chosen
 // by matmul_bf16 unless `exact` forces the former.
+// split_scratch (gemm_split_scratch_floats() floats, or nullptr): lets the tensor-core path split K over several
+// blocks when the output tiles alone would leave SMs idle (small batches); partial sums are added in a fixed order.
+void matmul_bf16(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
+                 bool accumulate, bool exact, uint16_t *x_bf16_scratch, float *split_scratch, cudaStream_t s);
 void matmul_bf16(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
                  bool accumulate, bool exact, uint16_t *x_bf16_scratch, cudaStream_t s);
 void gemv_bf16(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out, bool accumulate,
                cudaStream_t s);
 void gemm_bf16_tc(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
+                  bool accumulate, uint16_t *x_bf16_scratch, float *split_scratch, cudaStream_t s);
+void gemm_bf16_tc(const float *x, int T, int K, const uint16_t *w, const float *bias, int N, float *out,
                   bool accumulate, uint16_t *x_bf16_scratch, cudaStream_t s);
+size_t gemm_split_scratch_floats();
 
 // cos_sin[t][2i], [2i+1] = cos/sin(pos[t] * inv_freq[i]) * concentration for i < head_dim/2 (the CPU's rope_cos_sin).
 void rope_cos_sin(const int32_t *pos, int n_tokens, const float *inv_freq, float concentration, int head_dim,
@@ -49,8 +57,25 @@ void rope_and_kv_write(float *qkv, int T, int nh, int nkv, int hd, const float *
 
 // Paged attention with per-head sinks and an optional sliding window: token t (sequence seq[t], position pos[t])
 // attends keys max(0, pos - window + 1) .. pos (window 0 = full causal). out: [T][nh * hd].
+// The plan: query_tile consecutive tokens per block (8 for prefill chunks: runs of one sequence share each staged key
+// tile; 1 for decode) and, for decode, `splits` blocks per (token, kv head) over the key range (flash-decoding; needs
+// attention_scratch_floats(...) floats of scratch, ZEROED before its first use: it holds counters that each launch
+// leaves at zero again). plan_attention picks it from the batch shape only, so a captured graph stays valid at any
+// position. Without a plan: one block per (token, kv head), no split.
+struct AttentionPlan {
+    int query_tile = 1;
+    int splits = 1;
+};
+AttentionPlan plan_attention(int T, int nkv, int max_tokens_per_seq);
+size_t attention_scratch_floats(int T, int nh, int hd, const AttentionPlan &p);
+void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const float *sinks, float scale, int window,
+                     const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *out, const AttentionPlan &plan,
+                     float *scratch, cudaStream_t s);
 void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const float *sinks, float scale, int window,
                      const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *out, cudaStream_t s);
+
+// Streaming multiprocessors of the current device (queried once).
+int cuda_sm_count();
 
 // ids[r] = argmax over logits[r][0..V) (lowest index on ties, as std::max_element).
 void argmax_rows(const float *logits, int n_rows, int V, int32_t *ids, cudaStream_t s);

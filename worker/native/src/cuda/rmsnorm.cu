@@ -1,11 +1,14 @@
 // RMSNorm in fp32: one block per row; the mean of squares is reduced in the block, then each element is scaled.
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/pdl.cuh"
 
 namespace ms::cuda {
 
 namespace {
 __global__ void rmsnorm_kernel(const float *x, const int32_t *rows, int width, const float *gain, float eps, float *out) {
+    pdl_trigger();  // the next kernel may start pulling its weights into L2 (it waits before reading `out`)
+    pdl_wait();
     const int r = blockIdx.x;
     const float *xr = x + (long long)(rows ? rows[r] : r) * width;
     float ss = 0.f;
@@ -29,7 +32,7 @@ __global__ void rmsnorm_kernel(const float *x, const int32_t *rows, int width, c
 void rmsnorm(const float *x, const int32_t *rows, int n_rows, int width, const float *gain, float eps, float *out,
              cudaStream_t s) {
     if (n_rows <= 0) return;
-    rmsnorm_kernel<<<n_rows, 256, 0, s>>>(x, rows, width, gain, eps, out);
+    launch_maybe_pdl(rmsnorm_kernel, dim3(n_rows), dim3(256), 0, s, x, rows, width, gain, eps, out);
     check_launch("rmsnorm");
 }
 

@@ -4,6 +4,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/pdl.cuh"
 
 namespace ms::cuda {
 
@@ -20,6 +21,8 @@ __global__ void cos_sin_kernel(const int32_t *pos, int n, const float *inv_freq,
 
 __global__ void rope_kv_kernel(float *qkv, int nh, int nkv, int hd, const float *cos_sin, const int32_t *pos,
                                const int32_t *seq, PagedKv kv) {
+    pdl_wait();
+    pdl_trigger();
     const int t = blockIdx.x, half = hd / 2, kvd = nkv * hd;
     float *row = qkv + (long long)t * (nh + 2 * nkv) * hd;
     const float *cs = cos_sin + (long long)t * hd;
@@ -60,7 +63,7 @@ void rope_cos_sin(const int32_t *pos, int n_tokens, const float *inv_freq, float
 void rope_and_kv_write(float *qkv, int T, int nh, int nkv, int hd, const float *cos_sin, const int32_t *pos,
                        const int32_t *seq, const PagedKv &kv, cudaStream_t s) {
     if (T <= 0) return;
-    rope_kv_kernel<<<T, 256, 0, s>>>(qkv, nh, nkv, hd, cos_sin, pos, seq, kv);
+    launch_maybe_pdl(rope_kv_kernel, dim3(T), dim3(256), 0, s, qkv, nh, nkv, hd, cos_sin, pos, seq, kv);
     check_launch("rope_and_kv_write");
 }
 

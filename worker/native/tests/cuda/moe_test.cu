@@ -12,6 +12,7 @@
 
 #include "cuda/moe/moe.cuh"
 #include "cuda/moe/moe_internal.cuh"
+#include "cpu/rmsnorm.h"
 #include "moe_reference.h"
 
 namespace ms::cuda::test {
@@ -99,14 +100,16 @@ TEST_P(MoeForward, MatchesCpuEngine) {
   cudaFree(dres);
 }
 
-// Token counts cover the decode tile (8) with one and several tiles per expert and the prefill tile (64) with partial
-// tiles; E = 128 exercises more experts than a warp has lanes in the router; the 20b shape runs at decode and prefill.
+// Token counts cover the decode tile (8) with one and several tiles per expert, the mid-batch tile (16: T = 31 at
+// E = 8, 700 at E = 128 and 130 at the 20b shape) and the prefill tile (64: T = 300 at E = 8, 200 at E = 32) with
+// partial tiles; E = 128 exercises more experts than a warp has lanes in the router; the 20b shape runs at decode and
+// at a mid-size batch.
 INSTANTIATE_TEST_SUITE_P(Shapes, MoeForward,
                          ::testing::Values(Case{8, 2, 128, 96, 1, 11}, Case{8, 2, 128, 96, 5, 12},
                                            Case{8, 2, 128, 96, 31, 13}, Case{8, 2, 128, 96, 300, 14},
                                            Case{128, 4, 256, 64, 9, 15}, Case{128, 4, 256, 64, 700, 16},
                                            Case{32, 4, 2880, 2880, 1, 17}, Case{32, 4, 2880, 2880, 7, 18},
-                                           Case{32, 4, 2880, 2880, 130, 19}),
+                                           Case{32, 4, 2880, 2880, 130, 19}, Case{32, 4, 512, 256, 200, 20}),
                          [](const ::testing::TestParamInfo<Case> &info) {
                            return ::testing::PrintToString(info.param);
                          });
@@ -195,6 +198,35 @@ TEST(MoeForwardDeterminism, RepeatedRunsAreBitwiseEqual) {
     cudaFree(dx);
     cudaFree(dres);
   }
+}
+
+// The combine kernel's optional next-layer RMSNorm: the residual is what it is without it (bitwise), and the normed
+// rows match the CPU scalar rmsnorm of that residual.
+TEST(MoeForwardNextNorm, WritesRmsNormOfTheUpdatedResidual) {
+  REQUIRE_DEVICE();
+  const int E = 32, K = 4, H = 512, I = 256, T = 9;
+  const HostMoe m = random_moe(31, E, K, H, I);
+  const std::vector<float> x = random_f32(32, size_t(T) * H, 1.0f);
+  const std::vector<float> residual = random_f32(33, size_t(T) * H, 1.0f);
+  const std::vector<float> gain = random_f32(34, H, 1.0f);
+  const float eps = 1e-5f;
+  DeviceMoe dm(m);
+  DeviceBuffer ws(moe_workspace_bytes(dm.layer, T));
+  float *dx = to_device(x), *dres = to_device(residual), *dres2 = to_device(residual), *dgain = to_device(gain);
+  DeviceBuffer normed(size_t(T) * H * sizeof(float));
+  moe_forward(dm.layer, dx, T, dres, ws.p, nullptr);
+  moe_forward(dm.layer, dx, T, dres2, ws.p, nullptr, MoeNextNorm{dgain, eps, normed.as<float>()});
+  check_cuda(cudaDeviceSynchronize(), "moe_forward");
+  std::vector<float> r1(size_t(T) * H), r2(r1.size()), got(r1.size()), want(r1.size());
+  check_cuda(cudaMemcpy(r1.data(), dres, r1.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
+  check_cuda(cudaMemcpy(r2.data(), dres2, r2.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
+  check_cuda(cudaMemcpy(got.data(), normed.p, got.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
+  ASSERT_EQ(0, std::memcmp(r1.data(), r2.data(), r1.size() * sizeof(float)));
+  for (int t = 0; t < T; ++t) ms::rmsnorm(Simd::Scalar, &r2[size_t(t) * H], gain.data(), H, eps, &want[size_t(t) * H]);
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / (1.0 + std::fabs(want[i])));
+  EXPECT_LT(worst, 1e-5);
+  for (float *p : {dx, dres, dres2, dgain}) cudaFree(p);
 }
 
 TEST(MoeForwardValidation, BadShapesAreRejectedWithTheFieldName) {

@@ -77,6 +77,22 @@ void run_case(const Case &c) {
     ms::cuda::paged_attention(dq.get(), T, nh, nkv, hd, ds.get(), scale, c.window, dpos.get(), dseq.get(), kv, out.get(),
                               nullptr);
     EXPECT_LT(max_scaled_diff(out.host(), want), 1e-5f) << "bf16=" << c.bf16 << " window=" << c.window;
+    // Every launch plan: query tiles of 8 (the 40-token chunk spans tiles shared with the decode token's sequence
+    // boundary), and the key range split over 2..32 blocks (flash-decoding; more splits than 32-key tiles leaves
+    // some empty), plus what plan_attention picks for this batch.
+    std::vector<ms::cuda::AttentionPlan> plans = {{8, 1}, {1, 2}, {1, 3}, {1, 7}, {1, 32},
+                                                  ms::cuda::plan_attention(T, nkv, 40), ms::cuda::plan_attention(1, nkv, 1)};
+    for (const auto &plan : plans) {
+        DeviceVec<float> o2(want.size()), scratch(std::max<size_t>(1, ms::cuda::attention_scratch_floats(T, nh, hd, plan)));
+        // Twice on the same scratch: the split merge's counters must be back at zero after each launch.
+        for (int rep = 0; rep < 2; ++rep) {
+            ms::cuda::paged_attention(dq.get(), T, nh, nkv, hd, ds.get(), scale, c.window, dpos.get(), dseq.get(), kv,
+                                      o2.get(), plan, scratch.get(), nullptr);
+            EXPECT_LT(max_scaled_diff(o2.host(), want), 1e-5f) << "bf16=" << c.bf16 << " window=" << c.window
+                                                                << " query_tile=" << plan.query_tile
+                                                                << " splits=" << plan.splits << " rep=" << rep;
+        }
+    }
 }
 
 }  // namespace

@@ -58,3 +58,28 @@ TEST(CudaMatmul, TensorCoreGemmMatchesCpuWithinBf16Rounding) {
     for (auto &v : twice) v *= 2;
     EXPECT_LT(max_scaled_diff(out.host(), twice), 4e-2f);
 }
+
+TEST(CudaMatmul, TensorCoreGemmSplitKMatchesCpuWithinBf16Rounding) {
+    SKIP_WITHOUT_GPU();
+    // Small grids split K over several blocks (partials added in a fixed order by a second kernel); K = 2888 leaves
+    // a partial last 32-deep step, T = 9 and N = 70 partial tiles.
+    struct Shape {
+        int T, K, N;
+    };
+    for (const Shape sh : {Shape{40, 4096, 250}, Shape{77, 2888, 130}, Shape{9, 200, 70}, Shape{64, 2880, 333}}) {
+        const auto w = random_bf16(size_t(sh.N) * sh.K, 21, 0.05f);
+        const auto bias = random_floats(sh.N, 22);
+        const auto x = random_floats(size_t(sh.T) * sh.K, 23);
+        const auto want = cpu_matmul(x, sh.T, sh.K, w, bias, sh.N);
+        DeviceVec<uint16_t> dw(w), scratch(size_t(sh.T) * sh.K);
+        DeviceVec<float> db(bias), dx(x), out(size_t(sh.T) * sh.N), split(ms::cuda::gemm_split_scratch_floats());
+        ms::cuda::matmul_bf16(dx.get(), sh.T, sh.K, dw.get(), db.get(), sh.N, out.get(), false, false, scratch.get(),
+                              split.get(), nullptr);
+        EXPECT_LT(max_scaled_diff(out.host(), want), 2e-2f) << "T=" << sh.T << " K=" << sh.K << " N=" << sh.N;
+        ms::cuda::matmul_bf16(dx.get(), sh.T, sh.K, dw.get(), db.get(), sh.N, out.get(), true, false, scratch.get(),
+                              split.get(), nullptr);
+        std::vector<float> twice(want);
+        for (auto &v : twice) v *= 2;
+        EXPECT_LT(max_scaled_diff(out.host(), twice), 4e-2f) << "T=" << sh.T << " K=" << sh.K << " N=" << sh.N;
+    }
+}

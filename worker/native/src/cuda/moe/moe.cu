@@ -87,7 +87,7 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
 }
 
 void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, const MoeNextNorm &next_norm) {
   moe::validate(l, n_tokens);
   if (n_tokens == 0) return;
   if (!moe::aligned16(x) || !moe::aligned16(residual) || !moe::aligned16(workspace))
@@ -98,7 +98,7 @@ void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residua
   if (!moe::launch_router_topk(l, x, n_tokens, tile, w, stream)) moe::launch_group(l, n_tokens, tile, w, stream);
   moe::launch_gate_up_swiglu(l, n_tokens, tile, w, stream);
   moe::launch_down(l, n_tokens, tile, w, stream);
-  moe::launch_combine(l, n_tokens, residual, w, stream);
+  moe::launch_combine(l, n_tokens, residual, w, stream, next_norm);
 }
 
 }  // namespace ms::cuda

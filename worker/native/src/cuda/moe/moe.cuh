@@ -30,7 +30,14 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens);
 // to it. Asynchronous on `stream`, no host synchronisation, no allocation (graph-capturable). n_tokens must not exceed
 // the max_tokens the workspace was sized for. Throws std::invalid_argument (naming the field) on a bad layer
 // description or a pointer that is not 16-byte aligned. Every kernel is launched with programmatic dependent launch.
+// Optionally (next_norm.gain set) the last kernel also writes next_norm.out[t][:] = RMSNorm(residual[t]) * gain (eps
+// next_norm.eps), the next layer's attention input, saving the executor one kernel per layer.
+struct MoeNextNorm {
+  const float *gain = nullptr;
+  float eps = 0.f;
+  float *out = nullptr;
+};
 void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace,
-                 cudaStream_t stream);
+                 cudaStream_t stream, const MoeNextNorm &next_norm = MoeNextNorm{});
 
 }  // namespace ms::cuda

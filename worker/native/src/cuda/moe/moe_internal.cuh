@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/moe/moe.cuh"
+#include "cuda/pdl.cuh"
 
 namespace ms::cuda::moe {
 
@@ -50,7 +51,8 @@ bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int tok
 void launch_group(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
 void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
-void launch_combine(const MoeLayer &l, int n_tokens, float *residual, const Workspace &w, cudaStream_t stream);
+void launch_combine(const MoeLayer &l, int n_tokens, float *residual, const Workspace &w, cudaStream_t stream,
+                    const MoeNextNorm &next_norm = MoeNextNorm{});
 
 // One-time host set-up of every kernel shape a layer can launch with up to max_tokens tokens (shared-memory opt-in,
 // occupancy): done by moe_workspace_bytes so that graph capture sees launches only.
@@ -64,22 +66,10 @@ int choose_token_tile(int n_tokens, int top_k, int n_experts);
 // (and do work that needs no predecessor output) while the current one drains. pdl_wait() blocks until the previous
 // kernel has completed and its writes are visible; pdl_trigger() lets the next kernel launch. Each kernel triggers
 // only after its own wait, so a kernel that starts early may rely on everything two launches back being complete.
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-
+// (pdl_wait / pdl_trigger come from cuda/pdl.cuh.) The MoE kernels always launch with PDL.
 template <typename... KArgs, typename... Args>
 void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args &&...args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  launch_with_pdl(true, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ float bf16_to_float(uint16_t h) { return __uint_as_float(uint32_t(h) << 16); }

@@ -2,13 +2,14 @@
 //
 // Work unit: 16 output rows of one expert ("row group"). Their blocks (16 x K/2 bytes) and scales (16 x K/32 bytes)
 // are contiguous in the checkpoint layout, so a block copies a whole row group into shared memory in one linear sweep
-// of 16-byte cp.async (DRAM sees long sequential runs), then its 4 warps split K four ways and feed mma.sync from
-// shared memory; warp 0 adds the partial sums in a fixed order (results do not depend on timing) and runs the
+// of 16-byte cp.async (DRAM sees long sequential runs), then its warps (8; MODELSERVE_MOE_DECODE_WARPS=4 for 4) split
+// K between them and feed mma.sync from shared memory; warp 0 adds the partial sums in a fixed order (results do not depend on timing) and runs the
 // epilogue. The tile's activations (fp16, only min(8, n_tokens) token rows: 1 row at batch 1) are staged once per
 // block. At batch 1-2 (small activation tiles) blocks are persistent over row groups and double-buffered (kBufs = 2:
 // the next group streams in during the current one's math) and the grid is one wave; with larger activation tiles
 // shared memory is better spent on more resident blocks, one row group each (kBufs = 1).
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -17,24 +18,42 @@
 namespace ms::cuda::moe {
 namespace {
 
-constexpr int kWarps = 4;
+// Warps per block (each takes 1/kW of K). 8 by default: with blocks limited by shared memory to ~3 per SM, twice the
+// warps per block doubles the warps that hide the dequantisation's and the mma's latencies (the kernel is bound by
+// instruction issue as much as by DRAM at batch 1). MODELSERVE_MOE_DECODE_WARPS=4 restores the previous shape.
+int decode_warps() {
+  static const int w = [] {
+    const char *e = std::getenv("MODELSERVE_MOE_DECODE_WARPS");
+    return e && std::atoi(e) == 4 ? 4 : 8;
+  }();
+  return w;
+}
+// Row-group buffers of the persistent batch 1-2 kernel: 2 (double-buffered); MODELSERVE_MOE_DECODE_BUFS=3 streams two
+// row groups ahead (fewer resident blocks: shared memory).
+int decode_bufs() {
+  static const int b = [] {
+    const char *e = std::getenv("MODELSERVE_MOE_DECODE_BUFS");
+    return e && std::atoi(e) == 3 ? 3 : 2;
+  }();
+  return b;
+}
 
 __host__ __device__ constexpr int align16(int n) { return (n + 15) / 16 * 16; }
 // Row pitch of the staged weights: 16 or 32 bytes of padding so that fragment reads (8 rows x 4 lanes) hit 32 banks.
 __host__ __device__ constexpr int weight_pitch(int nb) { return nb * 16 + (nb % 2 ? 32 : 16); }
 struct DecodeSmem {  // byte offsets
   int b, red, buf, buf_bytes, scale_off;
-  __host__ __device__ DecodeSmem(int ntb, int ldb, int nb) {
+  __host__ __device__ DecodeSmem(int ntb, int ldb, int nb, int warps) {
     b = 0;
     red = align16(ntb * ldb * 2);
-    buf = red + (kWarps - 1) * 32 * 4 * int(sizeof(float));
+    buf = red + (warps - 1) * 32 * 4 * int(sizeof(float));
     scale_off = 16 * weight_pitch(nb);  // within a buffer: weights, then scales
     buf_bytes = scale_off + align16(16 * nb);
   }
   __host__ __device__ int total(int bufs) const { return buf + bufs * buf_bytes; }
 };
 
-template <bool kGateUp, int kBufs>
+template <bool kGateUp, int kBufs, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int nb = a.K / 32, n_groups = a.rows / 16;  // rows is a multiple of 16 (checked on the host)
@@ -46,7 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
   const Tile tl = a.tiles[blockIdx.y];  // the list has max_tiles entries: always in bounds
   if (int(blockIdx.y) >= n_tiles || int(blockIdx.x) >= n_groups) return;
   extern __shared__ __align__(16) uint8_t smem[];
-  const DecodeSmem lay(a.ntb, a.ldb, nb);
+  const DecodeSmem lay(a.ntb, a.ldb, nb, kWarps);
   __half *sb = reinterpret_cast<__half *>(smem + lay.b);  // [ntb][ldb]
   float *red = reinterpret_cast<float *>(smem + lay.red);
   const int pitch = weight_pitch(nb);
@@ -82,14 +101,15 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
     }
   }
   cp_async_commit();
-  if constexpr (kBufs == 2) issue(1);
+#pragma unroll
+  for (int j = 1; j < kBufs; ++j) issue(j);
 
   const int per = (nb + kWarps - 1) / kWarps;  // this warp's K slice, in 32-element blocks
   const int kb0 = warp * per, kb1 = min(nb, kb0 + per);
   const uint8_t *sbg = reinterpret_cast<const uint8_t *>(sb + (g < a.ntb ? g : 0) * a.ldb + 8 * t);
   const bool has_b = g < a.ntb;
   for (int i = 0; int(blockIdx.x) + i * int(gridDim.x) < n_groups; ++i) {
-    cp_async_wait<kBufs - 1>();  // row group i (and the activations) landed; i + 1 may still be in flight
+    cp_async_wait<kBufs - 1>();  // row group i (and the activations) landed; i + 1 .. i + kBufs - 1 may be in flight
     __syncthreads();
     const uint8_t *buf = smem + lay.buf + (i % kBufs) * lay.buf_bytes;
     const uint8_t *sa = buf + 4 * t, *sscale = buf + lay.scale_off;
@@ -129,7 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
       for (int q = 0; q < 4; ++q) red[((warp - 1) * 32 + lane) * 4 + q] = acc[q];
     }
     __syncthreads();  // partial sums written; buffer i % kBufs no longer read
-    if constexpr (kBufs == 2) issue(i + 2);
+    if constexpr (kBufs >= 2) issue(i + kBufs);
     if (warp > 0) continue;
 #pragma unroll
     for (int w = 0; w < kWarps - 1; ++w)
@@ -170,7 +190,7 @@ struct LaunchShape {
 // Shared memory and resident-block count per (K, staged token rows), computed once: the first time opts the kernel in
 // to the shared memory it needs and asks the occupancy calculator. moe_workspace_bytes runs this for every shape a
 // layer can use, so that nothing but launches happens inside a CUDA graph capture.
-template <bool kGateUp, int kBufs>
+template <bool kGateUp, int kBufs, int kWarps>
 LaunchShape launch_shape(int K, int ntb) {
   struct Entry {
     int K, ntb;
@@ -182,8 +202,8 @@ LaunchShape launch_shape(int K, int ntb) {
   std::lock_guard<std::mutex> lock(mu);
   for (const Entry &e : cache)
     if (e.K == K && e.ntb == ntb) return e.shape;
-  auto kernel = mxfp4_decode_kernel<kGateUp, kBufs>;
-  const size_t smem = DecodeSmem(ntb, activation_ldb(K), K / 32).total(kBufs);
+  auto kernel = mxfp4_decode_kernel<kGateUp, kBufs, kWarps>;
+  const size_t smem = DecodeSmem(ntb, activation_ldb(K), K / 32, kWarps).total(kBufs);
   if (smem > opted_in) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     opted_in = smem;
@@ -196,39 +216,59 @@ LaunchShape launch_shape(int K, int ntb) {
   return cache.back().shape;
 }
 
-template <bool kGateUp, int kBufs>
+template <bool kGateUp, int kBufs, int kWarps>
 void launch(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t stream) {
-  auto kernel = mxfp4_decode_kernel<kGateUp, kBufs>;
+  auto kernel = mxfp4_decode_kernel<kGateUp, kBufs, kWarps>;
   a.ldb = activation_ldb(a.K);
-  const LaunchShape shape = launch_shape<kGateUp, kBufs>(a.K, a.ntb);
+  const LaunchShape shape = launch_shape<kGateUp, kBufs, kWarps>(a.K, a.ntb);
   const size_t smem = shape.smem;
   const int capacity = shape.capacity;
   const int tiles = max_tiles(n_pairs, n_experts, kDecodeTokenTile), groups = a.rows / 16;
   // Persistent: blocks per tile such that all tiles' blocks fit in one wave. Otherwise one block per row group.
-  const int per_tile = kBufs == 2 ? std::clamp(capacity / tiles, 1, groups) : groups;
+  const int per_tile = kBufs >= 2 ? std::clamp(capacity / tiles, 1, groups) : groups;
   launch_pdl(kernel, dim3(per_tile, tiles), dim3(kWarps * 32), smem, stream, a);
+}
+
+template <int kWarps>
+void prepare_decode_w(int hidden, int inter, int max_tokens) {
+  for (int ntb = 1; ntb <= std::min(kDecodeTokenTile, max_tokens); ++ntb) {
+    if (ntb <= 2 && decode_bufs() == 3) {
+      launch_shape<true, 3, kWarps>(hidden, ntb);
+      launch_shape<false, 3, kWarps>(inter, ntb);
+    } else if (ntb <= 2) {
+      launch_shape<true, 2, kWarps>(hidden, ntb);
+      launch_shape<false, 2, kWarps>(inter, ntb);
+    } else {
+      launch_shape<true, 1, kWarps>(hidden, ntb);
+      launch_shape<false, 1, kWarps>(inter, ntb);
+    }
+  }
+}
+
+template <int kWarps>
+void launch_decode_w(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
+  const bool persistent = a.ntb <= 2;
+  if (persistent && decode_bufs() == 3)
+    gate_up ? launch<true, 3, kWarps>(a, n_pairs, n_experts, stream)
+            : launch<false, 3, kWarps>(a, n_pairs, n_experts, stream);
+  else if (gate_up)
+    persistent ? launch<true, 2, kWarps>(a, n_pairs, n_experts, stream)
+               : launch<true, 1, kWarps>(a, n_pairs, n_experts, stream);
+  else
+    persistent ? launch<false, 2, kWarps>(a, n_pairs, n_experts, stream)
+               : launch<false, 1, kWarps>(a, n_pairs, n_experts, stream);
 }
 
 }  // namespace
 
 void prepare_decode(int hidden, int inter, int max_tokens) {
-  for (int ntb = 1; ntb <= std::min(kDecodeTokenTile, max_tokens); ++ntb) {
-    if (ntb <= 2) {
-      launch_shape<true, 2>(hidden, ntb);
-      launch_shape<false, 2>(inter, ntb);
-    } else {
-      launch_shape<true, 1>(hidden, ntb);
-      launch_shape<false, 1>(inter, ntb);
-    }
-  }
+  if (decode_warps() == 4) prepare_decode_w<4>(hidden, inter, max_tokens);
+  else prepare_decode_w<8>(hidden, inter, max_tokens);
 }
 
 void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
-  const bool persistent = a.ntb <= 2;
-  if (gate_up)
-    persistent ? launch<true, 2>(a, n_pairs, n_experts, stream) : launch<true, 1>(a, n_pairs, n_experts, stream);
-  else
-    persistent ? launch<false, 2>(a, n_pairs, n_experts, stream) : launch<false, 1>(a, n_pairs, n_experts, stream);
+  if (decode_warps() == 4) launch_decode_w<4>(a, gate_up, n_pairs, n_experts, stream);
+  else launch_decode_w<8>(a, gate_up, n_pairs, n_experts, stream);
 }
 
 }  // namespace ms::cuda::moe

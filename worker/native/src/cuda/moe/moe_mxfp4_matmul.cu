@@ -1,12 +1,16 @@
-// Grouped MXFP4 expert matmul on tensor cores for prefill and large batches (token tile 64).
+// Grouped MXFP4 expert matmul on tensor cores for prefill and large batches (token tile 64), and for mid-size decode
+// batches (token tile 16: ~4-24 tokens per expert, e.g. 64 sequences of 20b, where the decode kernel's tile of 8 would
+// read an expert's weights again for every 8 of its tokens and dequantise them each time).
 //
-// Each block takes one tile (an expert and up to 64 of its slots) and 256 output rows (8 warps x 32). The tile's
+// Each block takes one tile (an expert and up to kTokens of its slots) and 256 output rows (8 warps x 32). The tile's
 // activations are staged in shared memory as fp16, 512 columns of K at a time; every warp streams its weight rows
 // through its own cp.async ring, dequantises them in registers (moe_mxfp4_common.cuh) and feeds mma.sync.m16n8k16 with
 // fp32 accumulation, reusing each dequantised fragment for the 8 n-tiles of the token tile.
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "cuda/moe/moe_mxfp4_common.cuh"
@@ -31,7 +35,8 @@ __device__ __forceinline__ void stage_inputs(const MatmulArgs &a, const Tile &tl
 }
 
 constexpr int kWarps = 8;
-constexpr int kTokens = 64;                            // token tile
+constexpr int kTokens = 64;                            // prefill token tile
+constexpr int kMidTokens = 16;                         // mid-batch token tile
 constexpr int kRows = 32;                              // rows per warp (two m16 tiles)
 constexpr int kStages = 3;
 constexpr int kBlocksPerStage = 8;                     // 32-element blocks per row per stage
@@ -39,14 +44,14 @@ constexpr int kChunkBlocks = 2 * kBlocksPerStage;      // B staged 512 elements 
 constexpr int kRowPitch = kBlocksPerStage * 16 + 16;   // padded: conflict-free fragment reads
 constexpr int kStageBytes = kRows * kRowPitch;
 constexpr int kLdb = kChunkBlocks * 32 + 32;           // halves; 64 bytes past a multiple of 128
-constexpr int kBBytes = kTokens * kLdb * 2;
+__host__ __device__ constexpr int b_bytes(int nt) { return nt * kLdb * 2; }
 
 __host__ __device__ constexpr int scale_bytes(int nb) { return (kRows * nb + 15) / 16 * 16; }
 __host__ __device__ constexpr int warp_smem(int nb) { return kStages * kStageBytes + scale_bytes(nb); }
 
 // Each warp owns 32 rows of the expert and streams their blocks through its own cp.async ring (as the decode kernel);
 // the block stages the tile's 64 token rows 512 columns at a time, the only block-wide barriers.
-template <bool kGateUp>
+template <bool kGateUp, int kTokens>
 __global__ void __launch_bounds__(kWarps * 32) mxfp4_prefill_kernel(const MatmulArgs a) {
   pdl_wait();
   pdl_trigger();
@@ -58,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_prefill_kernel(const Matmul
   const bool active = row0 < a.rows;  // rows is a multiple of 32 (checked on the host)
   extern __shared__ __align__(16) uint8_t smem[];
   __half *sb = reinterpret_cast<__half *>(smem);
-  uint8_t *ring = smem + kBBytes + warp * warp_smem(nb);
+  uint8_t *ring = smem + b_bytes(kTokens) + warp * warp_smem(nb);
   uint8_t *sscale = ring + kStages * kStageBytes;
   const size_t first_row = size_t(tl.expert) * a.rows + row0;
   const uint8_t *gw = a.blocks + first_row * nb * 16;
@@ -170,14 +175,14 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_prefill_kernel(const Matmul
     }
 }
 
-template <bool kGateUp>
+template <bool kGateUp, int NT>
 void launch_prefill(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t stream) {
-  auto kernel = mxfp4_prefill_kernel<kGateUp>;
+  auto kernel = mxfp4_prefill_kernel<kGateUp, NT>;
   a.ldb = kLdb;
-  const size_t smem = kBBytes + size_t(kWarps) * warp_smem(a.K / 32);
+  const size_t smem = b_bytes(NT) + size_t(kWarps) * warp_smem(a.K / 32);
   prepare_prefill();
   const int rows_per_block = kWarps * kRows;
-  const dim3 grid((a.rows + rows_per_block - 1) / rows_per_block, max_tiles(n_pairs, n_experts, kTokens));
+  const dim3 grid((a.rows + rows_per_block - 1) / rows_per_block, max_tiles(n_pairs, n_experts, NT));
   launch_pdl(kernel, grid, dim3(kWarps * 32), smem, stream, a);
 }
 
@@ -185,8 +190,10 @@ template <bool kGateUp>
 void dispatch(const MatmulArgs &a, int n_pairs, int n_experts, int token_tile, cudaStream_t stream) {
   if (token_tile == kDecodeTokenTile)
     launch_decode(a, kGateUp, n_pairs, n_experts, stream);
+  else if (token_tile == kMidTokens)
+    launch_prefill<kGateUp, kMidTokens>(a, n_pairs, n_experts, stream);
   else
-    launch_prefill<kGateUp>(a, n_pairs, n_experts, stream);
+    launch_prefill<kGateUp, kTokens>(a, n_pairs, n_experts, stream);
 }
 
 }  // namespace
@@ -198,15 +205,33 @@ void prepare_prefill() {
     int device = 0, optin = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    cudaFuncSetAttribute(mxfp4_prefill_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    cudaFuncSetAttribute(mxfp4_prefill_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(mxfp4_prefill_kernel<true, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(mxfp4_prefill_kernel<false, kTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(mxfp4_prefill_kernel<true, kMidTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaFuncSetAttribute(mxfp4_prefill_kernel<false, kMidTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   });
 }
 
 int choose_token_tile(int n_tokens, int top_k, int n_experts) {
-  // Decode: tokens per expert stay small, so favour many small blocks (every SM streaming weights). Prefill: big tiles
-  // so each dequantised weight feeds 64 tokens.
-  return n_tokens * top_k <= 8 * n_experts ? kDecodeTokenTile : kTokens;
+  // MODELSERVE_MOE_TOKEN_TILE=8|16|64 forces a tile (for benchmarks); read once.
+  static const int forced = [] {
+    const char *e = std::getenv("MODELSERVE_MOE_TOKEN_TILE");
+    const int v = e ? std::atoi(e) : 0;
+    return v == kDecodeTokenTile || v == kMidTokens || v == kTokens ? v : 0;
+  }();
+  if (forced) return forced;
+  static const bool no_mid = [] {  // MODELSERVE_MOE_MID_TILE=0: tiles of 8 up to 8 pairs per expert, then 64 (as before)
+    const char *e = std::getenv("MODELSERVE_MOE_MID_TILE");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  if (no_mid) return (long long)n_tokens * top_k <= 8LL * n_experts ? kDecodeTokenTile : kTokens;
+  // Decode (<= 4 (token, expert) pairs per expert on average): many small blocks, every SM streaming weights. Mid
+  // batches (<= 24 per expert): tiles of 16, so an expert's weights are read and dequantised once for up to 16 of
+  // its tokens. Prefill: big tiles so each dequantised weight feeds 64 tokens.
+  const long long pairs = (long long)n_tokens * top_k;
+  if (pairs <= 4LL * n_experts) return kDecodeTokenTile;
+  if (pairs <= 24LL * n_experts) return kMidTokens;
+  return kTokens;
 }
 
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream) {
