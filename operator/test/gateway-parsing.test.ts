@@ -3,7 +3,7 @@
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { parseConfig } from '../src/gateway/config.js';
 import { StaticDiscovery, routableEndpoints, servicesByModel } from '../src/gateway/discovery.js';
-import { BodyError, requestFacts } from '../src/gateway/requestBody.js';
+import { BodyError, requestFacts, upstreamBody } from '../src/gateway/requestBody.js';
 import { SseSplitter, inspectEvent } from '../src/gateway/upstream.js';
 import { modelDeployment } from './fixtures.js';
 
@@ -118,13 +118,53 @@ describe('EndpointSlices', () => {
   });
 });
 
+describe('upstreamBody', () => {
+  const parse = (raw: Buffer) => JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+
+  test('the client bytes pass as they are when usage need not be asked for', () => {
+    const raw = Buffer.from('{"model":"m","stream":false,"n":1.0}');
+    expect(upstreamBody(raw, parse(raw), false)).toBe(raw);
+  });
+
+  test('a stream without stream_options gets include_usage spliced in; everything else is the client bytes', () => {
+    const raw = Buffer.from(' \n{ "model": "m", "stream": true, "messages": [{"role":"user","content":"é"}] }');
+    const out = upstreamBody(raw, parse(raw), true);
+    expect(parse(out)).toEqual({ ...parse(raw), stream_options: { include_usage: true } });
+    expect(out.toString('utf8').replace('"stream_options":{"include_usage":true},', '')).toBe(raw.toString('utf8'));
+  });
+
+  test("a client's own stream_options keep their other fields and get include_usage set", () => {
+    const raw = Buffer.from('{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}');
+    expect(parse(upstreamBody(raw, parse(raw), true))).toEqual({
+      model: 'm',
+      stream: true,
+      stream_options: { include_usage: true, x: 1 },
+    });
+  });
+});
+
 describe('SSE', () => {
   test('the splitter yields whole events and keeps the rest', () => {
     const s = new SseSplitter();
-    expect(s.push('data: 1\n\ndata: 2')).toEqual(['data: 1\n\n']);
-    expect(s.push('\n')).toEqual([]);
-    expect(s.push('\ndata: [DONE]\n\n')).toEqual(['data: 2\n\n', 'data: [DONE]\n\n']);
-    expect(s.pending).toBe('');
+    const push = (text: string) => s.push(Buffer.from(text)).toString('utf8');
+    expect(push('data: 1\n\ndata: 2')).toBe('data: 1\n\n');
+    expect(s.pending.toString()).toBe('data: 2');
+    expect(push('\n')).toBe('');
+    expect(push('\ndata: [DONE]\n\n')).toBe('data: 2\n\ndata: [DONE]\n\n');
+    expect(s.pending.length).toBe(0);
+    expect(push('no end yet')).toBe('');
+    expect(push(' still none\n')).toBe('');
+    expect(s.pending.toString()).toBe('no end yet still none\n');
+  });
+
+  test('a chunk that ends on an event boundary passes as the same bytes, undecoded', () => {
+    const s = new SseSplitter();
+    const chunk = Buffer.from('data: {"x":"é"}\n\ndata: {"y":1}\n\n');
+    expect(s.push(chunk)).toBe(chunk);
+    // A multi-byte character cut between two reads is joined before it is passed on.
+    const text = Buffer.from('data: {"z":"€"}\n\n');
+    expect(s.push(text.subarray(0, 13)).length).toBe(0);
+    expect(s.push(text.subarray(13)).equals(text)).toBe(true);
   });
 
   test('usage is read, and the usage-only chunk recognised', () => {

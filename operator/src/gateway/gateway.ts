@@ -14,7 +14,7 @@ import * as metrics from './metrics.js';
 import { ModelQueue, QueueAbortedError, QueueFullError, QueueTimeoutError, type Lease } from './modelQueue.js';
 import type { QueueSignals } from './queueSignals.js';
 import { estimateTokens, type LimitDecision, type RateLimiter } from './rateLimit.js';
-import { BodyError, requestFacts, type RequestFacts } from './requestBody.js';
+import { BodyError, requestFacts, upstreamBody, type RequestFacts } from './requestBody.js';
 import { createUpstreamAgent, forward, type Attempt, type Usage } from './upstream.js';
 import { WorkerPool } from './workerPool.js';
 
@@ -278,6 +278,7 @@ export class Gateway {
       const result = await this.dispatch(
         state,
         facts,
+        raw,
         parsed as Record<string, unknown>,
         path,
         res,
@@ -329,6 +330,7 @@ export class Gateway {
   private async dispatch(
     state: ModelState,
     facts: RequestFacts,
+    raw: Buffer,
     body: Record<string, unknown>,
     path: string,
     res: http.ServerResponse,
@@ -340,13 +342,7 @@ export class Gateway {
     const { config } = this.deps;
     // Streams report usage only on request; the gateway needs it for token limits and the audit line.
     const clientAskedUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
-    const upstreamBody = Buffer.from(
-      JSON.stringify(
-        facts.stream && !clientAskedUsage
-          ? { ...body, stream_options: { ...(body.stream_options as object), include_usage: true } }
-          : body,
-      ),
-    );
+    const upstream = upstreamBody(raw, body, facts.stream && !clientAskedUsage);
     const headers: Record<string, string> = {
       'Content-Type': 'application/json',
       Accept: facts.stream ? 'text/event-stream' : 'application/json',
@@ -393,7 +389,7 @@ export class Gateway {
             {
               endpoint: lease.endpoint,
               path,
-              body: upstreamBody,
+              body: upstream,
               headers,
               stream: facts.stream,
               dropUsageChunk: facts.stream && !clientAskedUsage,

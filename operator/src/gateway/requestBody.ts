@@ -92,3 +92,24 @@ export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixC
     promptText: () => text,
   };
 }
+
+const ASK_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+
+/**
+ * The body to send the worker: the client's own bytes, not a re-serialisation of what was parsed from them. When the
+ * gateway must ask a stream for usage (`askUsage`) and the client set no `stream_options`, that member is spliced in
+ * after the opening brace (the body is an object with at least `model`, so a member follows); only a client's own
+ * `stream_options` without `include_usage` needs the parsed body written out again.
+ */
+export function upstreamBody(raw: Buffer, body: Record<string, unknown>, askUsage: boolean): Buffer {
+  if (!askUsage) return raw;
+  if (!Object.hasOwn(body, 'stream_options')) {
+    let at = 0;
+    // JSON whitespace before the object's '{' (the parse succeeded, so nothing else can come first).
+    while (at < raw.length && (raw[at] === 0x20 || raw[at] === 0x09 || raw[at] === 0x0a || raw[at] === 0x0d)) at++;
+    if (raw[at] === 0x7b) return Buffer.concat([raw.subarray(0, at + 1), ASK_USAGE, raw.subarray(at + 1)]);
+  }
+  return Buffer.from(
+    JSON.stringify({ ...body, stream_options: { ...(body.stream_options as object), include_usage: true } }),
+  );
+}

@@ -1,7 +1,8 @@
 // One attempt to serve a request on one worker. Nothing reaches the client until the worker has produced its first
 // body byte, so a worker that refuses the connection, answers 503/429 or dies before that can be retried on another.
-// From then on SSE passes through event by event as it arrives (no buffering, Nagle off, no compression), and a worker
-// that dies mid-stream ends the client's stream with an error event. The worker's token usage is read on the way.
+// From then on SSE passes through event by event as it arrives (no buffering, Nagle off, no compression) as the
+// worker's own bytes, and a worker that dies mid-stream ends the client's stream with an error event. The worker's
+// token usage is read on the way from its final usage chunk, the only event that is decoded.
 import http from 'node:http';
 import type { ServerResponse } from 'node:http';
 
@@ -58,21 +59,41 @@ function usageOf(value: unknown): Usage | undefined {
   return { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens };
 }
 
-/** Splits SSE text into whole events (`...\n\n`); the partial rest waits for the next chunk. */
+const EVENT_END = Buffer.from('\n\n');
+const USAGE_OBJECT = Buffer.from('"usage":{');
+
+/**
+ * Splits an SSE byte stream into runs of whole events (`...\n\n`); a partial event waits for the next chunk. Works on
+ * bytes, never decoding: `\n` cannot occur inside a multi-byte UTF-8 character, so every event is whole text. A chunk
+ * that ends on an event boundary (the worker writes one event per write, so nearly all do) comes back as itself.
+ */
 export class SseSplitter {
-  private rest = '';
-  push(text: string): string[] {
-    this.rest += text;
-    const events: string[] = [];
-    let at: number;
-    while ((at = this.rest.indexOf('\n\n')) !== -1) {
-      events.push(this.rest.slice(0, at + 2));
-      this.rest = this.rest.slice(at + 2);
+  private rest: Buffer | undefined;
+  /** The whole events completed by `chunk` (with what was pending), as one buffer; empty when none is complete. */
+  push(chunk: Buffer): Buffer {
+    const data = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
+    const at = data.lastIndexOf(EVENT_END);
+    const end = at === -1 ? 0 : at + EVENT_END.length;
+    if (end === data.length) {
+      this.rest = undefined;
+      return data;
     }
-    return events;
+    // A copy, so that a kept tail does not pin (or alias) the read buffer it came in.
+    this.rest = Buffer.from(data.subarray(end));
+    return data.subarray(0, end);
   }
-  get pending(): string {
-    return this.rest;
+  get pending(): Buffer {
+    return this.rest ?? Buffer.alloc(0);
+  }
+}
+
+/** Each whole event of `events` (runs of `...\n\n`), as bytes. */
+function eachEvent(events: Buffer, fn: (event: Buffer) => void): void {
+  for (let from = 0; from < events.length;) {
+    const at = events.indexOf(EVENT_END, from);
+    const end = at === -1 ? events.length : at + EVENT_END.length;
+    fn(events.subarray(from, end));
+    from = end;
   }
 }
 
@@ -207,6 +228,28 @@ function bufferBody(
   });
 }
 
+/**
+ * A stream's first writes (the worker's role chunk, sent when the request enters the engine, then its first token) go
+ * to the client at once; later ones wait for the end of the event loop's I/O phase (setImmediate), in order and
+ * within the same turn of the loop. A worker emits one step's tokens for all its streams in one burst, and the
+ * gateway relays them one by one: held this way, the reads of the whole burst, new requests' forwarding and first
+ * tokens come before the writes of streams already under way, instead of a first token (or a new request) waiting
+ * behind up to one write per stream in flight. Nothing is held past the turn, and a stream's bytes keep their order.
+ */
+const WRITES_AT_ONCE = 2;
+const heldStreams = new Set<() => void>();
+let heldFlushScheduled = false;
+
+function holdToEndOfIo(flush: () => void): void {
+  heldStreams.add(flush);
+  if (heldFlushScheduled) return;
+  heldFlushScheduled = true;
+  setImmediate(() => {
+    heldFlushScheduled = false;
+    for (const f of heldStreams) f();
+  });
+}
+
 function pipeStream(
   upRes: http.IncomingMessage,
   up: UpstreamRequest,
@@ -217,31 +260,54 @@ function pipeStream(
   const splitter = new SseSplitter();
   let started = false;
   let usage: Usage | undefined;
-  upRes.setEncoding('utf8');
-  upRes.on('data', (text: string) => {
+  let writesAtOnce = 0;
+  let held: Buffer[] = [];
+  const write = (out: Buffer) => {
+    if (!res.write(out)) {
+      // A slow client: hold the worker's stream until the socket drains (TCP pushes back on the worker in turn).
+      upRes.pause();
+      res.once('drain', () => upRes.resume());
+    }
+  };
+  const flushHeld = () => {
+    heldStreams.delete(flushHeld);
+    if (held.length === 0) return;
+    const out = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
+    held = [];
+    if (!res.destroyed) write(out);
+  };
+  upRes.on('data', (chunk: Buffer) => {
     if (res.destroyed) return;
     const receivedAt = performance.now();
-    const events = splitter.push(text);
-    let out = '';
-    for (const ev of events) {
-      const seen = inspectEvent(ev);
-      if (seen.usage) usage = seen.usage;
-      if (seen.usageOnly && up.dropUsageChunk) continue;
-      out += ev;
+    let out = splitter.push(chunk);
+    // Only the final usage chunk has a usage object ("usage":null elsewhere): events without one pass as the
+    // worker's bytes, undecoded; an event with one is read for the token counts (and dropped if the gateway asked).
+    if (out.indexOf(USAGE_OBJECT) !== -1) {
+      const kept: Buffer[] = [];
+      eachEvent(out, (ev) => {
+        if (ev.indexOf(USAGE_OBJECT) !== -1) {
+          const seen = inspectEvent(ev.toString('utf8'));
+          if (seen.usage) usage = seen.usage;
+          if (seen.usageOnly && up.dropUsageChunk) return;
+        }
+        kept.push(ev);
+      });
+      out = kept.length === 1 ? (kept[0] as Buffer) : Buffer.concat(kept);
     }
-    if (out === '') return;
+    if (out.length === 0) return;
     const first = !started;
     if (first) {
       started = true;
       res.writeHead(200, SSE_HEADERS);
     }
-    // Each write goes out as its own chunk at once: Nagle is off on both sockets and nothing compresses.
-    const flushed = res.write(out);
-    if (first) onFirstByte(receivedAt);
-    if (!flushed) {
-      // A slow client: hold the worker's stream until the socket drains (TCP pushes back on the worker in turn).
-      upRes.pause();
-      res.once('drain', () => upRes.resume());
+    if (writesAtOnce < WRITES_AT_ONCE && held.length === 0) {
+      // Nagle is off on both sockets and nothing compresses: this goes out as its own chunk now.
+      writesAtOnce++;
+      write(out);
+      if (first) onFirstByte(receivedAt);
+    } else {
+      held.push(out);
+      holdToEndOfIo(flushHeld);
     }
   });
   upRes.on('error', () => {});
@@ -256,6 +322,7 @@ function pipeStream(
         res.writeHead(200, SSE_HEADERS);
         onFirstByte(performance.now());
       }
+      flushHeld();
       res.end(splitter.pending);
       finish({ outcome: 'done', status: 200, usage });
       return;
@@ -269,6 +336,7 @@ function pipeStream(
       return;
     }
     const message = `the worker ${up.endpoint} failed mid-stream`;
+    flushHeld();
     if (!res.destroyed) res.end(streamErrorEvent(message));
     finish({ outcome: 'done', status: 200, usage, midStreamError: message });
   });
