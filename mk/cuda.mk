@@ -1,6 +1,6 @@
 # CUDA backend of the native engine: compile everywhere (CI has no GPU), check and benchmark on the GPU machine.
 CUDA_BUILD_DIR := worker/native/build-cuda
-CUDA_TARGETS := engine_cuda_tests bench_cuda bench_cuda_load
+CUDA_TARGETS := engine_cuda_tests bench_cuda bench_cuda_load bench_cuda_serve
 
 ##@ CUDA backend
 .PHONY: cuda-compile

@@ -2,12 +2,13 @@
 // the same prompts and the same machine, in one run. Reports decode throughput as a ratio (HTTP / direct; target ≥ 0.9)
 // and the TTFT the HTTP path adds (target p99 ≤ 2 ms) at concurrency 1 and 32.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadEngine } from '../../worker/src/engine/native.js';
 import type { EngineOptions } from '../../worker/src/engine/types.js';
+import { WORKER_NODE_FLAGS } from '../../worker/src/gc.js';
 import { Tokenizer } from '../../worker/src/tokenizer.js';
 import { runDirect } from './lib/engine-direct.js';
 import { report, runLoad, type RequestResult } from './lib/load.js';
@@ -17,6 +18,12 @@ const REPO = resolve(import.meta.dirname, '../..');
 const { values } = parseArgs({
   options: {
     preset: { type: 'string', default: 'tiny-harmony' },
+    // A model to load instead of the generated preset: a checkpoint directory, or synthetic:gpt-oss-20b with
+    // --backend cuda (hack/gpu/worker-bench.sh).
+    model: { type: 'string', default: '' },
+    backend: { type: 'string', default: '' },
+    'max-context': { type: 'string', default: '1024' },
+    'kv-memory-mb': { type: 'string', default: '' },
     concurrency: { type: 'string', default: '1,32' },
     'num-prompts': { type: 'string', default: '64' },
     'input-len': { type: 'string', default: '128' },
@@ -28,7 +35,16 @@ const { values } = parseArgs({
     'warmup-requests': { type: 'string', default: '64' },
     out: { type: 'string', default: join(REPO, '.tmp/bench/worker-serve.json') },
     // For machines without the repo's node_modules (the GPU box): a bundled worker entry and the checkpoint tool.
+    // A .ts entry runs through tsx, as the default (worker/src/main.ts) does. Several entries, comma-separated (A/B:
+    // another checkout's worker, a bundle), are measured in turn, `--rounds` times alternately, against one
+    // engine-direct run.
     'worker-entry': { type: 'string', default: '' },
+    rounds: { type: 'string', default: '1' },
+    // Node/V8 flags for the worker processes, space-separated (default: the deployed ones, worker/src/gc.ts; given,
+    // they replace those, e.g. --worker-node-args=--trace-gc; more per entry: `entry@flags` in --worker-entry), and a
+    // file prefix for their stdout (where --trace-gc writes; discarded otherwise): PREFIX.<entry index>.<round>.log.
+    'worker-node-args': { type: 'string', default: WORKER_NODE_FLAGS.join(' ') },
+    'worker-stdout': { type: 'string', default: '' },
     'make-checkpoint': { type: 'string', default: join(REPO, 'worker/native/build/make_checkpoint') },
   },
 });
@@ -44,13 +60,33 @@ function checkpoint(preset: string): string {
   return dir;
 }
 
-async function startWorker(args: string[]): Promise<{ url: string; stop(): Promise<void> }> {
-  const entry = values['worker-entry']
-    ? [values['worker-entry']]
-    : ['--import', 'tsx', join(REPO, 'worker/src/main.ts')];
-  const child = spawn(process.execPath, [...entry, ...args], {
+interface WorkerEntry {
+  /** What the tables call it: the entry as given, with its flags. */
+  label: string;
+  main: string;
+  nodeArgs: string[];
+}
+
+function workerEntries(): WorkerEntry[] {
+  const common = values['worker-node-args']!.split(' ').filter(Boolean);
+  const given = values['worker-entry'] ? values['worker-entry'].split(',') : [''];
+  return given.map((spec) => {
+    const [path, flags = ''] = spec.split('@');
+    const main = path ? resolve(path) : join(REPO, 'worker/src/main.ts');
+    return { label: spec || 'worker/src/main.ts', main, nodeArgs: [...common, ...flags.split(' ').filter(Boolean)] };
+  });
+}
+
+async function startWorker(
+  worker: WorkerEntry,
+  args: string[],
+  stdoutFile?: string,
+): Promise<{ url: string; stop(): Promise<void> }> {
+  const entry = worker.main.endsWith('.ts') ? ['--import', 'tsx', worker.main] : [worker.main];
+  const stdout = stdoutFile ? openSync(stdoutFile, 'w') : 'ignore';
+  const child = spawn(process.execPath, [...worker.nodeArgs, ...entry, ...args], {
     cwd: REPO,
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', stdout, 'pipe'],
     env: { ...process.env, MODELSERVE_LOG_LEVEL: 'warn' },
   });
   let stderr = '';
@@ -80,15 +116,17 @@ async function startWorker(args: string[]): Promise<{ url: string; stop(): Promi
 const fmt = (x: unknown, digits = 2): string => (typeof x === 'number' ? x.toFixed(digits) : String(x));
 
 async function main(): Promise<void> {
-  const dir = checkpoint(values.preset!);
+  const dir = values.model || checkpoint(values.preset!);
   const levels = values.concurrency!.split(',').map(Number);
   const numPrompts = Number(values['num-prompts']);
   const maxSeqs = Math.max(...levels);
   const engineOptions: EngineOptions = {
     modelPath: dir,
-    maxContext: 1024,
+    maxContext: Number(values['max-context']),
     maxSeqs,
     ...(values.threads ? { threads: Number(values.threads) } : {}),
+    ...(values.backend ? { backend: values.backend as NonNullable<EngineOptions['backend']> } : {}),
+    ...(values['kv-memory-mb'] ? { kvMemoryBytes: Number(values['kv-memory-mb']) * 1024 * 1024 } : {}),
   };
   const requestsFor = (c: number, seed = 1) =>
     buildRequests({
@@ -124,74 +162,104 @@ async function main(): Promise<void> {
   }
   await engine.close();
 
-  // 2. The same through the worker's HTTP path (a separate process, as deployed).
-  const port = 18000 + Math.floor(Math.random() * 1000);
-  const worker = await startWorker([
-    '--model',
-    dir,
-    '--served-model-name',
-    'bench',
-    '--port',
-    String(port),
-    '--host',
-    '127.0.0.1',
-    '--max-context',
-    '1024',
-    '--max-seqs',
-    String(maxSeqs),
-    ...(values.threads ? ['--threads', values.threads] : []),
-  ]);
-  const http: Record<number, Record<string, unknown>> = {};
+  // 2. The same through the worker's HTTP path (a separate process, as deployed); A/B entries alternate.
+  const entries = workerEntries();
+  const rounds = Number(values.rounds);
+  const runs: {
+    worker: string;
+    round: number;
+    http: Record<number, Record<string, unknown>>;
+    /** Each request's TTFT (ms), in request order, per concurrency. */
+    ttftMs: Record<number, number[]>;
+  }[] = [];
   const httpResults: Record<number, RequestResult[]> = {};
-  try {
-    for (const c of levels) {
-      const opts = {
-        baseUrl: worker.url,
-        model: 'bench',
-        endpoint: 'completions' as const,
-        concurrency: c,
-        scheduled: false,
-      };
-      await runLoad(opts, warmupFor(c));
-      const { results, durationS } = await runLoad(opts, requestsFor(c));
-      http[c] = report(results, durationS);
-      httpResults[c] = results;
-      printSummary(`HTTP (worker), concurrency ${c}`, http[c]);
+  for (let round = 0; round < rounds; round++) {
+    for (const [k, entry] of entries.entries()) {
+      const port = 18000 + Math.floor(Math.random() * 1000);
+      const worker = await startWorker(
+        entry,
+        [
+          '--model',
+          dir,
+          '--served-model-name',
+          'bench',
+          '--port',
+          String(port),
+          '--host',
+          '127.0.0.1',
+          '--max-context',
+          values['max-context']!,
+          '--max-seqs',
+          String(maxSeqs),
+          ...(values.threads ? ['--threads', values.threads] : []),
+          ...(values.backend ? ['--backend', values.backend] : []),
+          ...(values['kv-memory-mb'] ? ['--kv-memory-mb', values['kv-memory-mb']] : []),
+        ],
+        values['worker-stdout'] ? `${values['worker-stdout']}.${k}.${round}.log` : undefined,
+      );
+      const http: Record<number, Record<string, unknown>> = {};
+      const ttftMs: Record<number, number[]> = {};
+      try {
+        for (const c of levels) {
+          const opts = {
+            baseUrl: worker.url,
+            model: 'bench',
+            endpoint: 'completions' as const,
+            concurrency: c,
+            scheduled: false,
+          };
+          await runLoad(opts, warmupFor(c));
+          const { results, durationS } = await runLoad(opts, requestsFor(c));
+          http[c] = report(results, durationS);
+          ttftMs[c] = results.map((r) => Number(r.ttftMs.toFixed(3)));
+          if (round === 0 && k === 0) httpResults[c] = results;
+          printSummary(`HTTP (${entry.label}, round ${round + 1}), concurrency ${c}`, http[c]);
+        }
+      } finally {
+        await worker.stop();
+      }
+      runs.push({ worker: entry.label, round: round + 1, http, ttftMs });
     }
-  } finally {
-    await worker.stop();
   }
+  const http = runs[0]!.http;
 
   // 3. Ratios.
-  const rows = levels.map((c) => {
-    const d = direct[c]!;
-    const h = http[c]!;
-    return {
-      concurrency: c,
-      direct_output_tok_s: d.output_throughput as number,
-      http_output_tok_s: h.output_throughput as number,
-      throughput_ratio: (h.output_throughput as number) / (d.output_throughput as number),
-      direct_p50_ttft_ms: d.p50_ttft_ms as number,
-      http_p50_ttft_ms: h.p50_ttft_ms as number,
-      direct_p99_ttft_ms: d.p99_ttft_ms as number,
-      http_p99_ttft_ms: h.p99_ttft_ms as number,
-      added_p50_ttft_ms: (h.p50_ttft_ms as number) - (d.p50_ttft_ms as number),
-      added_p99_ttft_ms: (h.p99_ttft_ms as number) - (d.p99_ttft_ms as number),
-      direct_mean_itl_ms: d.mean_itl_ms as number,
-      http_mean_itl_ms: h.mean_itl_ms as number,
-    };
-  });
-  console.log(
-    '\n| concurrency | direct tok/s | HTTP tok/s | ratio | TTFT p50 direct/HTTP (ms) | TTFT p99 direct/HTTP (ms) | added p99 (ms) |',
+  const rows = runs.flatMap((run) =>
+    levels.map((c) => {
+      const d = direct[c]!;
+      const h = run.http[c]!;
+      return {
+        ...(runs.length > 1 ? { worker: run.worker, round: run.round } : {}),
+        concurrency: c,
+        direct_output_tok_s: d.output_throughput as number,
+        http_output_tok_s: h.output_throughput as number,
+        throughput_ratio: (h.output_throughput as number) / (d.output_throughput as number),
+        direct_p50_ttft_ms: d.p50_ttft_ms as number,
+        http_p50_ttft_ms: h.p50_ttft_ms as number,
+        direct_p99_ttft_ms: d.p99_ttft_ms as number,
+        http_p99_ttft_ms: h.p99_ttft_ms as number,
+        added_p50_ttft_ms: (h.p50_ttft_ms as number) - (d.p50_ttft_ms as number),
+        added_p99_ttft_ms: (h.p99_ttft_ms as number) - (d.p99_ttft_ms as number),
+        direct_mean_itl_ms: d.mean_itl_ms as number,
+        http_mean_itl_ms: h.mean_itl_ms as number,
+      };
+    }),
   );
-  console.log('|---|---|---|---|---|---|---|');
+  const several = runs.length > 1;
+  console.log(
+    `\n|${several ? ' worker | round |' : ''} concurrency | direct tok/s | HTTP tok/s | ratio | TTFT p50 direct/HTTP (ms) | TTFT p99 direct/HTTP (ms) | added p99 (ms) |`,
+  );
+  console.log(`|${several ? '---|---|' : ''}---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `| ${r.concurrency} | ${fmt(r.direct_output_tok_s, 1)} | ${fmt(r.http_output_tok_s, 1)} | ${fmt(r.throughput_ratio, 3)} | ${fmt(r.direct_p50_ttft_ms)} / ${fmt(r.http_p50_ttft_ms)} | ${fmt(r.direct_p99_ttft_ms)} / ${fmt(r.http_p99_ttft_ms)} | ${fmt(r.added_p99_ttft_ms)} |`,
+      `|${several ? ` ${r.worker} | ${r.round} |` : ''} ${r.concurrency} | ${fmt(r.direct_output_tok_s, 1)} | ${fmt(r.http_output_tok_s, 1)} | ${fmt(r.throughput_ratio, 3)} | ${fmt(r.direct_p50_ttft_ms)} / ${fmt(r.http_p50_ttft_ms)} | ${fmt(r.direct_p99_ttft_ms)} / ${fmt(r.http_p99_ttft_ms)} | ${fmt(r.added_p99_ttft_ms)} |`,
     );
   }
   mkdirSync(join(values.out!, '..'), { recursive: true });
-  writeFileSync(values.out!, JSON.stringify({ checkpoint: dir, engineOptions, rows, direct, http }, null, 1));
+  writeFileSync(
+    values.out!,
+    JSON.stringify({ checkpoint: dir, engineOptions, rows, direct, http, ...(several ? { runs } : {}) }, null, 1),
+  );
   const top = levels[levels.length - 1]!;
   writeFileSync(
     values.out!.replace(/\.json$/, '.html'),

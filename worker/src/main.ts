@@ -10,18 +10,20 @@ import { PacedEngine } from './engine/paced.js';
 import { warmUp } from './engine/warmup.js';
 import { architectureMismatch, readExpectedArchitecture } from './family/architecture.js';
 import { describeFamily } from './family/family.js';
+import { youngGenerationMiB } from './gc.js';
 import type { Engine, EngineOptions } from './engine/types.js';
 import type { ReasoningEffort } from './harmony/render.js';
 import { createLogger, type LogLevel } from './log.js';
 import { createApp, listen } from './server.js';
 import { Tokenizer } from './tokenizer.js';
 import { initTracing, type TracingMode } from './tracing.js';
-import { chooseWeights } from './weights.js';
+import { chooseWeights, isSyntheticModel, SYNTHETIC_PREFIX } from './weights.js';
 
 const HELP = `modelserve worker: OpenAI-compatible server over the native engine (gpt-oss, GGUF llama models)
 
   --model PATH              checkpoint directory (config.json + *.safetensors), or a .gguf file or a directory
-                            holding one                                             env MODELSERVE_MODEL
+                            holding one, or synthetic:gpt-oss-20b|synthetic:gpt-oss-120b (random weights
+                            generated on the GPU, --backend cuda; benchmarks only)  env MODELSERVE_MODEL
   --served-model-name NAME  the OpenAI model id (default: the directory's name)     env MODELSERVE_SERVED_MODEL_NAME
   --host HOST / --port N    listen address (default 0.0.0.0:8000)                  env MODELSERVE_HOST / MODELSERVE_PORT
   --backend cpu|cuda|auto   engine backend (default auto)                           env MODELSERVE_BACKEND
@@ -117,7 +119,9 @@ if (dateRaw !== undefined && dateRaw !== 'none' && !/^\d{4}-\d{2}-\d{2}$/.test(d
 }
 const config: WorkerConfig = {
   ...DEFAULT_CONFIG,
-  servedModelName: opt('served-model-name', 'SERVED_MODEL_NAME') ?? basename(resolve(modelPath)),
+  servedModelName:
+    opt('served-model-name', 'SERVED_MODEL_NAME') ??
+    (isSyntheticModel(modelPath) ? modelPath.slice(SYNTHETIC_PREFIX.length) : basename(resolve(modelPath))),
   maxQueue: intOpt('max-queue', 'MAX_QUEUE') ?? DEFAULT_CONFIG.maxQueue,
   defaultReasoningEffort:
     enumOpt<ReasoningEffort>('reasoning-effort', 'REASONING_EFFORT', ['low', 'medium', 'high']) ??
@@ -265,4 +269,6 @@ logger.info('ready', {
   simd: engine.info.simd,
   maxContext: engine.options.maxContext,
   maxSeqs: engine.options.maxSeqs,
+  // 16 with gc.ts's WORKER_NODE_FLAGS on node's command line (the operator's worker command), else 1 (V8's default).
+  youngGenerationMiB: youngGenerationMiB(),
 });

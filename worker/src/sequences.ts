@@ -114,7 +114,14 @@ export class SequenceRun {
   private onEvents(seq: SequenceState, events: TokenEvent[]): void {
     if (seq.finished) return;
     const now = performance.now();
-    const tokens = events.filter((e) => e.token >= 0);
+    // Only a finishing event carries no token (-1): filter (a copy) only when there is one.
+    let tokens = events;
+    for (let i = 0; i < events.length; i++) {
+      if (events[i]!.token < 0) {
+        tokens = events.filter((e) => e.token >= 0);
+        break;
+      }
+    }
     if (tokens.length > 0) {
       const previous = seq.lastBatch;
       if (seq.firstToken === undefined) {

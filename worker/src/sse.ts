@@ -11,7 +11,12 @@ export function startEventStream(res: Response): void {
 }
 
 export function sendEvent(res: Response, data: unknown): void {
-  if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
+  sendEventJson(res, JSON.stringify(data));
+}
+
+/** An event whose data is already JSON text (routes that serialize their per-token chunks themselves). */
+export function sendEventJson(res: Response, json: string): void {
+  if (!res.writableEnded && !res.destroyed) res.write(`data: ${json}\n\n`);
 }
 
 export function endEventStream(res: Response): void {
@@ -41,6 +46,12 @@ export class EventStream {
   send(data: unknown): void {
     this.open();
     sendEvent(this.res, data);
+  }
+
+  /** `send` for data already serialized to JSON. */
+  sendJson(json: string): void {
+    this.open();
+    sendEventJson(this.res, json);
   }
 
   end(): void {

@@ -1,6 +1,7 @@
-// o200k_harmony tokenizer over the npm `gpt-tokenizer` package: text → ids without special tokens (user text that
-// happens to contain "<|end|>" stays text), and per-token bytes for incremental UTF-8 detokenization.
-import o200kHarmony from 'gpt-tokenizer/encoding/o200k_harmony';
+// o200k_harmony tokenizer: text → ids without special tokens (user text that happens to contain "<|end|>" stays
+// text), and per-token bytes for incremental UTF-8 detokenization. The ranks live in typed arrays (o200k.ts), shared
+// by every Tokenizer of the process.
+import { o200kBase, type O200kBase } from './o200k.js';
 
 export const HARMONY = {
   startOfText: 199998,
@@ -40,28 +41,28 @@ function specialId(name: string): number | undefined {
   return id >= 200000 && id < HARMONY_VOCAB_SIZE && id !== 200018 ? id : undefined;
 }
 
-interface BpeCore {
-  tryDecodeToken(token: number): string | Uint8Array | undefined;
+const SPECIAL_NAMES = new Map<number, string>([...NAMED_SPECIALS].map(([name, id]) => [id, name]));
+
+/** The `<|name|>` of a special or reserved id (o200k_harmony's table), or undefined outside them. */
+function specialName(id: number): string | undefined {
+  if (!Number.isInteger(id) || id < HARMONY.startOfText || id >= HARMONY_VOCAB_SIZE) return undefined;
+  return SPECIAL_NAMES.get(id) ?? `<|reserved_${id}|>`;
 }
 
 const encoder = new TextEncoder();
 
 export class Tokenizer {
-  private readonly core: BpeCore;
-  private readonly bytesCache = new Map<number, Uint8Array>();
+  private readonly table: O200kBase;
+  /** `<|name|>` bytes of special and reserved ids, made on first use. */
+  private readonly specialBytes = new Map<number, Uint8Array>();
 
   constructor() {
-    // The per-token byte decoder is not part of gpt-tokenizer's typed API; check its shape once, loudly.
-    const core = (o200kHarmony as unknown as { bytePairEncodingCoreProcessor?: BpeCore }).bytePairEncodingCoreProcessor;
-    if (!core || typeof core.tryDecodeToken !== 'function') {
-      throw new Error('gpt-tokenizer: o200k_harmony has no per-token byte decoder (unsupported gpt-tokenizer version)');
-    }
-    this.core = core;
+    this.table = o200kBase();
   }
 
   /** Plain text to ids; special-token strings in the text are encoded as ordinary text. */
   encode(text: string): number[] {
-    return o200kHarmony.encode(text, { allowedSpecial: new Set(), disallowedSpecial: new Set() });
+    return this.table.encode(text);
   }
 
   /** Text with special tokens written inline ("<|start|>user<|message|>…") to ids, as a raw completion prompt is read. */
@@ -71,22 +72,26 @@ export class Tokenizer {
     for (const match of text.matchAll(SPECIAL_PATTERN)) {
       const id = specialId(match[0]);
       if (id === undefined) continue;
-      if (match.index > last) out.push(...this.encode(text.slice(last, match.index)));
+      if (match.index > last) this.table.encode(text.slice(last, match.index), out);
       out.push(id);
       last = match.index + match[0].length;
     }
-    if (last < text.length) out.push(...this.encode(text.slice(last)));
+    if (last < text.length) this.table.encode(text.slice(last), out);
     return out;
   }
 
-  /** The bytes of one token; special and reserved tokens give their `<|name|>` text. Unknown ids throw. */
+  /** The bytes of one token (a view into the shared vocabulary: read it, never write it); special and reserved
+   * tokens give their `<|name|>` text. Unknown ids throw. */
   tokenBytes(token: number): Uint8Array {
-    let bytes = this.bytesCache.get(token);
+    const { offsets } = this.table;
+    if (token >>> 0 === token && token < this.table.size)
+      return this.table.bytes.subarray(offsets[token]!, offsets[token + 1]!);
+    let bytes = this.specialBytes.get(token);
     if (bytes) return bytes;
-    const decoded = this.core.tryDecodeToken(token);
-    if (decoded === undefined) throw new RangeError(`token id ${token} is outside the o200k_harmony vocabulary`);
-    bytes = typeof decoded === 'string' ? encoder.encode(decoded) : decoded;
-    this.bytesCache.set(token, bytes);
+    const name = specialName(token);
+    if (name === undefined) throw new RangeError(`token id ${token} is outside the o200k_harmony vocabulary`);
+    bytes = encoder.encode(name);
+    this.specialBytes.set(token, bytes);
     return bytes;
   }
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -7,6 +7,7 @@ import {
   KvBudgetError,
   memoryLimitBytes,
   readKvMemoryFraction,
+  weightsBytes,
 } from '../src/engine/kv-budget.js';
 
 const GiB = 1024 ** 3;
@@ -57,6 +58,16 @@ describe('engine.json and the memory limit', () => {
     expect(readKvMemoryFraction(join(dir, 'missing.json'))).toBeUndefined();
     writeFileSync(file, JSON.stringify({ engine: { kvMemoryFraction: 'most' } }));
     expect(() => readKvMemoryFraction(file)).toThrow(/kvMemoryFraction must be a number/);
+  });
+
+  it('counts the weight files of a directory; a synthetic model has none', () => {
+    const ckpt = join(dir, 'ckpt');
+    mkdirSync(ckpt);
+    writeFileSync(join(ckpt, 'config.json'), '{}');
+    writeFileSync(join(ckpt, 'model.safetensors'), 'x'.repeat(100));
+    expect(weightsBytes(ckpt)).toBe(100);
+    expect(weightsBytes('synthetic:gpt-oss-20b')).toBe(0);
+    expect(() => weightsBytes(join(dir, 'synthetic:gpt-oss-20b'))).toThrow(/ENOENT/);
   });
 
   it('takes the limit from the environment, else cgroup v2 (max = none)', () => {

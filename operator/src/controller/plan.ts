@@ -50,7 +50,15 @@ export interface PlanConfig {
 
 export const defaultPlanConfig: PlanConfig = {
   workerImage: 'ghcr.io/modelserve/worker:latest',
-  workerCommand: ['node', 'worker/dist/main.js'],
+  // V8 heap flags: worker/src/gc.ts (a young generation and no memory reducer for a streaming server; a worker test
+  // checks that they are the same as there).
+  workerCommand: [
+    'node',
+    '--min-semi-space-size=16',
+    '--max-semi-space-size=16',
+    '--no-memory-reducer',
+    'worker/dist/main.js',
+  ],
   fetchCommand: ['node', 'worker/dist/fetch.js'],
   clusterDomain: 'cluster.local',
 };

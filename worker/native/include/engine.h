@@ -48,7 +48,10 @@ typedef struct ms_model ms_model;
 typedef void (*ms_progress_fn)(void *user, uint64_t done_bytes, uint64_t total_bytes);
 
 typedef struct ms_model_params {
-    const char *path;        /* a Hugging Face checkpoint directory: config.json + *.safetensors (+ index) */
+    const char *path;        /* a Hugging Face checkpoint directory: config.json + *.safetensors (+ index);
+                              * or "synthetic:gpt-oss-20b" / "synthetic:gpt-oss-120b": that shape with random weights
+                              * generated on the GPU (seed 42, no file read; backend "cuda" only, else
+                              * MS_ERR_UNSUPPORTED; no ms_model_eval) */
     const char *backend;     /* "cpu", "cuda" or "auto" (NULL = "auto": MODELSERVE_DEVICE=cpu|cuda, else "cpu") */
     int n_threads;           /* CPU worker threads; 0 = the number of online cores */
     ms_progress_fn progress; /* optional */

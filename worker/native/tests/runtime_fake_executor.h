@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -76,6 +77,55 @@ class FakeExecutor : public Executor {
             fill(h, logits + static_cast<size_t>(row++) * vocab_);
         }
     }
+
+    // Device sampling stand-in (off unless set_device_sampling(true)): forward_sample computes the logits like
+    // forward, picks kGreedy / kTemperature rows itself (sample_row below) and copies only the kHost rows, compacted,
+    // into host_logits, as a device executor does. Device rows' slots past the host rows are poisoned with NaN so an
+    // engine that reads the wrong row notices.
+    void set_device_sampling(bool on) { device_sampling_ = on; }
+    bool can_sample_on_device() const override { return device_sampling_; }
+    void forward_sample(const ForwardSeq *seqs, int n, KvStorage &kv, const DeviceSampling *rows, int32_t *tokens_out,
+                        float *host_logits) override {
+        if (!device_sampling_) throw std::runtime_error("forward_sample called while device sampling is off");
+        int R = 0;
+        for (int i = 0; i < n; ++i) R += seqs[i].want_logits ? 1 : 0;
+        all_rows_.resize(static_cast<size_t>(R) * vocab_);
+        forward(seqs, n, kv, all_rows_.data());
+        int k = 0, host = 0;
+        for (int r = 0; r < R; ++r) host += rows[r].mode == DeviceSampling::kHost ? 1 : 0;
+        for (int r = 0; r < R; ++r) {
+            const float *l = all_rows_.data() + static_cast<size_t>(r) * vocab_;
+            if (rows[r].mode == DeviceSampling::kHost) {
+                std::copy(l, l + vocab_, host_logits + static_cast<size_t>(k++) * vocab_);
+                tokens_out[r] = -1;
+                ++host_rows;
+            } else {
+                tokens_out[r] = sample_row(l, rows[r]);
+                ++device_rows;
+            }
+        }
+        std::fill(host_logits + static_cast<size_t>(host) * vocab_, host_logits + static_cast<size_t>(R) * vocab_, NAN);
+        if (host > 0 && host < R) ++mixed_steps;
+    }
+    // The device's pick for one row: argmax (lowest index on ties) or Gumbel-max over (seed, index) at temperature T.
+    int32_t sample_row(const float *l, const DeviceSampling &d) const {
+        int32_t best = 0;
+        double bv = -INFINITY;
+        for (int v = 0; v < vocab_; ++v) {
+            double key = l[v];
+            if (d.mode == DeviceSampling::kTemperature) {
+                uint64_t z = d.seed + static_cast<uint64_t>(v + 1) * 0x9e3779b97f4a7c15ULL;
+                z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+                z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+                z ^= z >> 31;
+                const double u = (static_cast<double>(z >> 11) + 0.5) / 9007199254740992.0;
+                key = key / d.temperature - std::log(-std::log1p(-u));
+            }
+            if (key > bv) bv = key, best = v;
+        }
+        return best;
+    }
+    std::atomic<long> host_rows{0}, device_rows{0}, mixed_steps{0};
 
     // The logits after tokens[0, n) computed without a cache.
     void reference_logits(const int32_t *tokens, int n, float *out) const {
@@ -157,6 +207,8 @@ class FakeExecutor : public Executor {
 
     int vocab_;
     KvSpec spec_;
+    bool device_sampling_ = false;
+    std::vector<float> all_rows_;
     std::mutex gate_mu_;
     std::condition_variable gate_cv_;
     bool paused_ = false;

@@ -22,6 +22,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_model.cuh"
 #include "cuda/executor.cuh"
+#include "synthetic_shape.cuh"
 
 namespace {
 
@@ -30,18 +31,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // The naive peer: transformers GptOssForCausalLM, 20b shape, random bf16 weights, on the GPU machine (README).
 constexpr double kPeerDecodeB1 = 18, kPeerDecodeB32 = 222, kPeerPrefill1024Ms = 127;
-
-std::string config_json(const std::string &shape) {
-    const int layers = shape == "120b" ? 36 : 24, experts = shape == "120b" ? 128 : 32;
-    std::ostringstream o;
-    o << R"({"model_type":"gpt_oss","num_hidden_layers":)" << layers << R"(,"num_local_experts":)" << experts
-      << R"(,"num_experts_per_tok":4,"hidden_size":2880,"intermediate_size":2880,"num_attention_heads":64,)"
-      << R"("num_key_value_heads":8,"head_dim":64,"vocab_size":201088,"sliding_window":128,"rms_norm_eps":1e-5,)"
-      << R"("rope_theta":150000,"rope_scaling":{"rope_type":"yarn","factor":32,"original_max_position_embeddings":4096,)"
-      << R"("beta_fast":32,"beta_slow":1},"swiglu_limit":7.0,"max_position_embeddings":131072,"eos_token_id":200002,)"
-      << R"("quantization_config":{"quant_method":"mxfp4"}})";
-    return o.str();
-}
 
 // Bytes one batch-1 decode step must read: bf16 attention projections and router, top_k MXFP4 experts (blocks,
 // scales, bf16 biases) per layer, and the bf16 unembedding.
@@ -116,11 +105,8 @@ struct Row {
 };
 
 void run_shape(const std::string &shape, int decode_steps, int prompt_len, double bw, std::vector<Row> &rows) {
-    const ms::ModelConfig cfg = ms::ModelConfig::parse(config_json(shape), shape + " config");
-    const auto t_load = Clock::now();
-    auto dm = std::shared_ptr<ms::cuda::DeviceModel>(ms::cuda::DeviceModel::synthesize(cfg, 42));
-    std::printf("[%s] synthetic weights: %.2f GB generated on %s in %.1f s\n", shape.c_str(), dm->bytes() / 1e9,
-                dm->device_name().c_str(), seconds_since(t_load));
+    auto dm = ms_tools::synthesize_shape(shape, 42);
+    const ms::ModelConfig &cfg = dm->config();
     ms::cuda::CudaExecutor ex(dm, ms::cuda::ExecutorOptions());
     ms::cuda::ExecutorOptions popt;
     popt.profile = true;  // a second executor on the same weights: per-stage times (no graphs), not the timed runs

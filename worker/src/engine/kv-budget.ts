@@ -6,6 +6,8 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { isSyntheticModel } from '../weights.js';
+
 /** Activations, the JS heap and the runtime's own allocations, kept outside the KV budget on the CPU backend. */
 export const CPU_RESERVE_BYTES = 512 * 1024 * 1024;
 
@@ -92,6 +94,7 @@ export function memoryLimitBytes(
 
 /** Total bytes of the checkpoint's weight files (safetensors or GGUF) in a directory, or of a single file. */
 export function weightsBytes(modelPath: string): number {
+  if (isSyntheticModel(modelPath)) return 0; // no files: the CUDA backend applies the fraction after generating them
   const st = statSync(modelPath);
   if (st.isFile()) return st.size;
   return readdirSync(modelPath)

@@ -32,7 +32,7 @@ const completionStopTokens = (family: ModelFamily): number[] =>
   family.kind === 'harmony' ? HARMONY_COMPLETION_STOP_TOKENS : family.stopTokenIds;
 const DEFAULT_MAX_TOKENS = 16;
 
-interface CompletionLogprobs {
+export interface CompletionLogprobs {
   tokens: string[];
   token_logprobs: number[];
   top_logprobs: Record<string, number>[];
@@ -52,6 +52,8 @@ class CompletionChoice {
   private readonly stop: StopMatcher;
   readonly logprobs: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   stoppedByString = false;
+  /** The logprobs of the last push() (logprobs on). */
+  lastLogprobs?: CompletionLogprobs;
 
   constructor(
     private readonly tokenizer: TextTokenizer,
@@ -61,14 +63,19 @@ class CompletionChoice {
     this.stop = new StopMatcher(stops);
   }
 
-  push(events: TokenEvent[]): { text: string; logprobs?: CompletionLogprobs } {
+  /** Feeds one engine step's tokens; returns the text they make visible. With logprobs on, `lastLogprobs` holds
+   * theirs. */
+  push(events: TokenEvent[]): string {
     let out = '';
-    const lp: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+    const lp: CompletionLogprobs | undefined =
+      this.topLogprobs !== undefined
+        ? { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] }
+        : undefined;
     for (const event of events) {
       if (this.stoppedByString) break;
       this.tokens++;
       if (this.tokenizer.isSpecial(event.token)) continue;
-      if (this.topLogprobs !== undefined) {
+      if (lp) {
         const piece = (t: number): string => new TextDecoder().decode(this.tokenizer.tokenBytes(t));
         lp.tokens.push(piece(event.token));
         lp.token_logprobs.push(event.logprob ?? 0);
@@ -86,10 +93,13 @@ class CompletionChoice {
       if (stopped) this.stoppedByString = true;
     }
     this.text += out;
-    for (const key of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'] as const) {
-      (this.logprobs[key] as unknown[]).push(...lp[key]);
+    if (lp) {
+      for (const key of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'] as const) {
+        (this.logprobs[key] as unknown[]).push(...lp[key]);
+      }
+      this.lastLogprobs = lp;
     }
-    return { text: out, ...(this.topLogprobs !== undefined ? { logprobs: lp } : {}) };
+    return out;
   }
 
   finish(reason: FinishReason): { text: string; reason: 'stop' | 'length' | 'error' } {
@@ -107,6 +117,21 @@ class CompletionChoice {
           : 'stop';
     return { text, reason: finish };
   }
+}
+
+/** Serializes a streamed text-completion chunk exactly as JSON.stringify writes {id, object: 'text_completion',
+ * created, model, choices: [{index, text, logprobs: logprobs ?? null, finish_reason}], usage?: null}, from parts
+ * serialized once per request: one string per token and no objects on the hot path. */
+export function completionChunkJson(
+  id: string,
+  created: number,
+  model: string,
+  includeUsage: boolean,
+): (index: number, text: string, finish: string | null, logprobs?: CompletionLogprobs) => string {
+  const head = `{"id":${JSON.stringify(id)},"object":"text_completion","created":${JSON.stringify(created)},"model":${JSON.stringify(model)},"choices":[{"index":`;
+  const tail = includeUsage ? '}],"usage":null}' : '}]}';
+  return (index, text, finish, logprobs) =>
+    `${head}${JSON.stringify(index)},"text":${JSON.stringify(text)},"logprobs":${logprobs ? JSON.stringify(logprobs) : 'null'},"finish_reason":${JSON.stringify(finish)}${tail}`;
 }
 
 export async function completions(ctx: WorkerContext, req: Request, res: Response): Promise<void> {
@@ -156,14 +181,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     'gen_ai.request.model': model,
     n: slots.length,
   });
-  const chunk = (index: number, text: string, finish: string | null, logprobs?: CompletionLogprobs): unknown => ({
-    id,
-    object: 'text_completion',
-    created,
-    model,
-    choices: [{ index, text, logprobs: logprobs ?? null, finish_reason: finish }],
-    ...(includeUsage ? { usage: null } : {}),
-  });
+  const chunk = completionChunkJson(id, created, model, includeUsage);
 
   const sse = new EventStream(res);
   const run = new SequenceRun(
@@ -186,9 +204,9 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
         request,
         handlers: {
           onTokens(events) {
-            const out = choice.push(events);
-            if (stream && (out.text || out.logprobs?.tokens.length))
-              sse.send(chunk(index, out.text, null, out.logprobs));
+            const text = choice.push(events);
+            const logprobs = choice.lastLogprobs;
+            if (stream && (text || logprobs?.tokens.length)) sse.sendJson(chunk(index, text, null, logprobs));
             if (choice.stoppedByString) run.stop(index);
           },
           onFinish(reason: FinishReason, message?: string) {
@@ -201,7 +219,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
                   error: { message: message ?? 'engine error', type: 'server_error', param: null, code: null },
                 });
               } else {
-                sse.send(chunk(index, out.text, out.reason));
+                sse.sendJson(chunk(index, out.text, out.reason));
               }
             }
           },

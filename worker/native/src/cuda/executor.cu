@@ -15,6 +15,9 @@ ExecutorOptions executor_options_from_env() {
     ExecutorOptions o;
     if (const char *e = std::getenv("MODELSERVE_CUDA_EXACT")) o.exact_matmul = std::string(e) == "1";
     if (const char *e = std::getenv("MODELSERVE_CUDA_GRAPHS")) o.cuda_graphs = std::string(e) != "0";
+    // Device sampling is opt-in (=1) for the engine until it has run on a GPU (docs/benchmarks/cuda.md).
+    const char *ds = std::getenv("MODELSERVE_CUDA_DEVICE_SAMPLING");
+    o.device_sampling = ds && std::string(ds) == "1";
     if (const char *f = std::getenv("MODELSERVE_GPU_MEMORY_FRACTION")) {
         char *end = nullptr;
         const double v = std::strtod(f, &end);
@@ -42,7 +45,7 @@ const char *StageProfile::name(int i) {
 
 bool CudaExecutor::GraphKey::operator<(const GraphKey &o) const {
     if (T != o.T) return T < o.T;
-    if (greedy != o.greedy) return greedy < o.greedy;
+    if (out != o.out) return out < o.out;
     if (bf16 != o.bf16) return bf16 < o.bf16;
     if (block_size != o.block_size) return block_size < o.block_size;
     return std::lexicographical_compare(kv, kv + 4, o.kv, o.kv + 4);
@@ -59,7 +62,7 @@ CudaExecutor::~CudaExecutor() {
     drop_graphs();
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
     for (void *p : {(void *)x_, (void *)h_, (void *)qkv_, (void *)attn_, (void *)cs_, (void *)fin_, (void *)logits_,
-                    (void *)xb_, (void *)ids_, moe_ws_, (void *)d_step_, (void *)attn_part_, (void *)mm_split_})
+                    (void *)xb_, (void *)ids_, moe_ws_, (void *)d_step_, (void *)attn_part_, (void *)mm_split_, (void *)sample_part_})
         if (p) cudaFree(p);
     if (pinned_) cudaFreeHost(pinned_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -90,6 +93,10 @@ void CudaExecutor::forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, fl
 }
 void CudaExecutor::forward_greedy(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, int32_t *ids) {
     run(seqs, n_seqs, kv, Output::Greedy, ids);
+}
+void CudaExecutor::forward_sample(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, const DeviceSampling *rows,
+                                  int32_t *tokens_out, float *host_logits) {
+    run(seqs, n_seqs, kv, Output::Sample, tokens_out, rows, host_logits);
 }
 void CudaExecutor::forward_all_logits(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) {
     run(seqs, n_seqs, kv, Output::AllLogits, logits);
@@ -157,11 +164,16 @@ void CudaExecutor::ensure_workspace(int tokens, int rows) {
         realloc(fin_, size_t(n) * H);
         realloc(logits_, size_t(n) * V);
         realloc(ids_, size_t(n));
+        realloc(sample_part_, sample_scratch_floats(n));
         cap_rows_ = n;
     }
 }
 
-void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out) {
+static_assert(int(DeviceSampling::kGreedy) == kSampleGreedy && int(DeviceSampling::kTemperature) == kSampleTemperature,
+              "DeviceSampling modes and the sampling kernel's modes must agree");
+
+void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out,
+                       const DeviceSampling *sampling, float *host_logits) {
     MS_CUDA(cudaSetDevice(model_->device()));
     validate(seqs, n_seqs, kv);
     const ModelConfig &c = model_->config();
@@ -185,6 +197,25 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
         }
     R = int(rows.size());
     hs.insert(hs.end(), rows.begin(), rows.end());
+    int n_host_rows = 0;
+    if (what == Output::Sample) {
+        if (R > 0 && !sampling) throw Error(MS_ERR_INVALID_ARGUMENT, "CUDA forward_sample: no sampling rows");
+        hs.resize(hs.size() + size_t(4) * R);
+        int32_t *p = hs.data() + size_t(3) * T + R;
+        for (int r = 0; r < R; ++r) {
+            const DeviceSampling &d = sampling[r];
+            int mode = d.mode;
+            if (mode == DeviceSampling::kTemperature && !(d.temperature > 0.f && std::isfinite(d.temperature)))
+                throw Error(MS_ERR_INVALID_ARGUMENT, "CUDA forward_sample: row " + std::to_string(r) +
+                                                         " has temperature sampling with temperature " +
+                                                         std::to_string(d.temperature));
+            if (mode != DeviceSampling::kGreedy && mode != DeviceSampling::kTemperature) mode = DeviceSampling::kHost;
+            if (mode == DeviceSampling::kHost) ++n_host_rows;
+            sample_row_params(mode, d.temperature, d.seed, p + size_t(4) * r);
+        }
+        if (n_host_rows > 0 && !host_logits)
+            throw Error(MS_ERR_INVALID_ARGUMENT, "CUDA forward_sample: host rows but no host_logits buffer");
+    }
     const size_t off_at = hs.size();
     hs.resize(off_at + size_t(2) * n_seqs);
     const size_t tables_at = hs.size();
@@ -227,11 +258,10 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
         if (!mm_split_) MS_CUDA(cudaMalloc(reinterpret_cast<void **>(&mm_split_), gemm_split_scratch_floats() * sizeof(float)));
     }
     MS_CUDA(cudaMemcpyAsync(d_step_, pinned_, hs.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    const bool greedy = what == Output::Greedy;
     bool decode = what != Output::AllLogits && R == T;
     for (int i = 0; i < n_seqs && decode; ++i) decode = seqs[i].n_tokens == 1;
     if (decode && opt_.cuda_graphs && !opt_.profile) {
-        GraphKey key{T, greedy, kv.bf16, kv.block_size, {kv.k[0], kv.v[0], kv.k[1], kv.v[1]}};
+        GraphKey key{T, int(what), kv.bf16, kv.block_size, {kv.k[0], kv.v[0], kv.k[1], kv.v[1]}};
         cudaGraphExec_t exec = nullptr;
         for (auto &g : graphs_)
             if (!(g.first < key) && !(key < g.first)) exec = g.second;
@@ -239,7 +269,7 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
             cudaGraph_t graph = nullptr;
             MS_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
             try {
-                enqueue(T, R, n_seqs, kv, greedy, off_at, tables_at);
+                enqueue(T, R, n_seqs, kv, what, off_at, tables_at);
             } catch (...) {
                 cudaStreamEndCapture(stream_, &graph);
                 if (graph) cudaGraphDestroy(graph);
@@ -253,12 +283,30 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
         }
         MS_CUDA(cudaGraphLaunch(exec, stream_));
     } else {
-        enqueue(T, R, n_seqs, kv, greedy, off_at, tables_at);
+        enqueue(T, R, n_seqs, kv, what, off_at, tables_at);
     }
     if (R > 0) {
-        if (greedy)
+        if (what == Output::Greedy)
             MS_CUDA(cudaMemcpyAsync(host_out, ids_, size_t(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
-        else
+        else if (what == Output::Sample) {
+            MS_CUDA(cudaMemcpyAsync(host_out, ids_, size_t(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+            // The kHost rows' logits, compacted: one copy per run of consecutive host rows.
+            const size_t row_bytes = size_t(c.vocab_size) * sizeof(float);
+            int k = 0;
+            for (int r = 0; r < R;) {
+                if (sampling[r].mode == DeviceSampling::kGreedy || sampling[r].mode == DeviceSampling::kTemperature) {
+                    ++r;
+                    continue;
+                }
+                int e = r + 1;
+                while (e < R && sampling[e].mode != DeviceSampling::kGreedy && sampling[e].mode != DeviceSampling::kTemperature) ++e;
+                MS_CUDA(cudaMemcpyAsync(reinterpret_cast<char *>(host_logits) + size_t(k) * row_bytes,
+                                        reinterpret_cast<const char *>(logits_) + size_t(r) * row_bytes,
+                                        size_t(e - r) * row_bytes, cudaMemcpyDeviceToHost, stream_));
+                k += e - r;
+                r = e;
+            }
+        } else
             MS_CUDA(cudaMemcpyAsync(host_out, logits_, size_t(R) * c.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     }
     MS_CUDA(cudaStreamSynchronize(stream_));  // the step's one host synchronisation
@@ -272,7 +320,7 @@ void CudaExecutor::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output
     }
 }
 
-void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool greedy, size_t off_at, size_t tables_at) {
+void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output what, size_t off_at, size_t tables_at) {
     const ModelConfig &c = model_->config();
     const KvSpec &spec = kv_spec();
     const int H = c.hidden_size, hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
@@ -331,7 +379,8 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool g
     if (R > 0) {
         rmsnorm(x_, d_rows, R, H, model_->final_norm, eps, fin_, s);
         matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, mm_split_, s);
-        if (greedy) argmax_rows(logits_, R, V, ids_, s);
+        if (what == Output::Greedy) argmax_rows(logits_, R, V, ids_, s);
+        if (what == Output::Sample) sample_rows(logits_, R, V, d_rows + R, ids_, sample_part_, s);
     }
     mark(5);
 }

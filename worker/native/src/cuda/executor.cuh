@@ -27,6 +27,11 @@ struct ExecutorOptions {
     bool cuda_graphs = true;
     // Time each stage with CUDA events (off the graph path); read with profile().
     bool profile = false;
+    // forward_sample (the serving engine's path): greedy and plain-temperature rows sampled on the GPU, only token ids
+    // and the logits of the other rows come back. Off (can_sample_on_device() false: the engine copies every row's
+    // logits and samples on the CPU, as before) unless MODELSERVE_CUDA_DEVICE_SAMPLING=1 (executor_options_from_env)
+    // until it has been measured on a GPU; tests set it directly.
+    bool device_sampling = true;
 };
 
 // Milliseconds spent per stage, summed over profiled steps.
@@ -53,6 +58,11 @@ class CudaExecutor : public Executor {
     }
     int max_positions() const override { return model_->config().max_position_embeddings; }
     void forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits) override;
+    bool can_sample_on_device() const override { return opt_.device_sampling; }
+    // One fused sampling kernel over the logits on the device (part of the captured decode graph), then one D2H copy
+    // of the R token ids plus D2H copies of the kHost rows' logits only. Works whatever opt_.device_sampling says.
+    void forward_sample(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, const DeviceSampling *rows,
+                        int32_t *tokens_out, float *host_logits) override;
 
     void *alloc_kv_memory(size_t bytes) const override;
     void free_kv_memory(void *p) const override;
@@ -68,18 +78,21 @@ class CudaExecutor : public Executor {
     cudaStream_t stream() const { return stream_; }
 
   private:
-    enum class Output { Logits, Greedy, AllLogits };
-    void run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out);
+    enum class Output { Logits, Greedy, AllLogits, Sample };
+    void run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, Output what, void *host_out,
+             const DeviceSampling *sampling = nullptr, float *host_logits = nullptr);
     void validate(const ForwardSeq *seqs, int n_seqs, const KvStorage &kv) const;
     void ensure_workspace(int tokens, int rows);
-    // Enqueues the forward pass of T tokens (rows R get logits; greedy adds the argmax) on the stream: kernels only,
-    // no host copies, so it can be captured as a graph.
-    void enqueue(int T, int R, int n_seqs, const KvStorage &kv, bool greedy, size_t off_at, size_t tables_at);
+    // Enqueues the forward pass of T tokens (rows R get logits; Greedy adds the argmax, Sample the sampling kernel
+    // with its per-row parameters at d_step_ + 3T + R) on the stream: kernels only, no host copies, so it can be
+    // captured as a graph.
+    void enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output what, size_t off_at, size_t tables_at);
     void drop_graphs();
 
     struct GraphKey {
         int T;
-        bool greedy, bf16;
+        int out;  // Output
+        bool bf16;
         int block_size;
         const void *kv[4];
         bool operator<(const GraphKey &o) const;
@@ -95,7 +108,8 @@ class CudaExecutor : public Executor {
     uint64_t kv_limit_ = 0;
 
     // Step staging: pinned host ints -> one device buffer. Layout: tokens[T] pos[T] seq[T] rows[R]
-    // table_off[2][n_seqs] tables[...].
+    // (Sample only: sampling params[R][4]) table_off[2][n_seqs] tables[...]. Every offset depends on (T, R, output)
+    // only, so a captured decode graph reads the next step's values from the same addresses.
     std::vector<int32_t> host_scratch_;
     int32_t *pinned_ = nullptr;
     size_t pinned_cap_ = 0;
@@ -114,6 +128,7 @@ class CudaExecutor : public Executor {
     float *attn_part_ = nullptr;
     size_t attn_part_cap_ = 0;
     float *mm_split_ = nullptr;
+    float *sample_part_ = nullptr;  // sample_scratch_floats(cap_rows_): chunk partials of the sampling kernel
 };
 
 }  // namespace ms::cuda

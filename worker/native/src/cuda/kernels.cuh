@@ -62,9 +62,11 @@ void rope_and_kv_write(float *qkv, int T, int nh, int nkv, int hd, const float *
 // attention_scratch_floats(...) floats of scratch, ZEROED before its first use: it holds counters that each launch
 // leaves at zero again). plan_attention picks it from the batch shape only, so a captured graph stays valid at any
 // position. Without a plan: one block per (token, kv head), no split.
+// tensor_cores (prefill steps): the tensor-core kernel below when it supports the shape, else the query_tile kernel.
 struct AttentionPlan {
     int query_tile = 1;
     int splits = 1;
+    bool tensor_cores = false;
 };
 AttentionPlan plan_attention(int T, int nkv, int max_tokens_per_seq);
 size_t attention_scratch_floats(int T, int nh, int hd, const AttentionPlan &p);
@@ -74,11 +76,32 @@ void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const flo
 void paged_attention(const float *qkv, int T, int nh, int nkv, int hd, const float *sinks, float scale, int window,
                      const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *out, cudaStream_t s);
 
+// Tensor-core (mma.sync bf16, fp32 accumulate) flash attention for prefill / chunked-prefill steps, same contract as
+// paged_attention; q and the softmax weights are rounded to bf16 (attention_prefill.cu). Blocks of 128 / G
+// consecutive tokens times the G heads of a kv head. Supported: head_dim 64, bf16 cache, nh / nkv <= 128 (else it
+// throws MS_ERR_UNSUPPORTED; paged_attention falls back to the CUDA-core kernel instead).
+bool prefill_attention_supported(int nh, int nkv, int hd, const PagedKv &kv);
+void paged_attention_prefill(const float *qkv, int T, int nh, int nkv, int hd, const float *sinks, float scale,
+                             int window, const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *out,
+                             cudaStream_t s);
+
 // Streaming multiprocessors of the current device (queried once).
 int cuda_sm_count();
 
 // ids[r] = argmax over logits[r][0..V) (lowest index on ties, as std::max_element).
 void argmax_rows(const float *logits, int n_rows, int V, int32_t *ids, cudaStream_t s);
+
+// Device sampling (sample.cu): ids[r] = the token of logits row r per params[4r .. 4r+3] = {mode, temperature (float
+// bits), seed low, seed high} as written by sample_row_params. kSampleGreedy: argmax (lowest index on ties);
+// kSampleTemperature: exact draw from softmax(logits / T) by Gumbel-max with noise from SplitMix64(seed, index);
+// any other mode: ids[r] = -1 (a row sampled on the host). Deterministic; graph-capturable (params read on the device).
+// scratch (sample_scratch_floats(n_rows) floats, or nullptr): lets few rows split over several blocks each (chunk
+// partials reduced by a second kernel); the chunking depends on (n_rows, V) only and never changes the result.
+constexpr int kSampleGreedy = 1, kSampleTemperature = 2;
+size_t sample_scratch_floats(int n_rows);
+void sample_rows(const float *logits, int n_rows, int V, const int32_t *params, int32_t *ids, float *scratch,
+                 cudaStream_t s);
+void sample_row_params(int mode, float temperature, uint64_t seed, int32_t out[4]);
 
 // Synthetic weights: deterministic pseudo-random fill on the device from (seed, index).
 void fill_bf16_uniform(uint16_t *p, long long n, float scale, uint64_t seed, cudaStream_t s);

@@ -9,6 +9,10 @@
 
 using ms::Error;
 
+namespace {
+constexpr uint64_t kSyntheticSeed = 42;  // the seed of bench_cuda's synthetic weights
+}
+
 extern "C" {
 
 void ms_model_params_default(ms_model_params *params) {
@@ -22,6 +26,17 @@ ms_status ms_model_load(const ms_model_params *params, ms_model **out) {
         if (!params || !out) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_load: params and out must not be null");
         *out = nullptr;
         auto handle = std::make_unique<ms_model>();
+        // "synthetic:NAME": random weights of a known shape generated on the GPU (no host model, no file).
+        if (std::string name; ms::synthetic_model_name(params->path, &name)) {
+            const ms::ModelConfig config = ms::synthetic_model_config(name);
+            if (ms::resolve_backend(params->backend) != "cuda")
+                throw Error(MS_ERR_UNSUPPORTED, std::string(params->path) +
+                                                    ": synthetic weights are generated on the GPU; load it with "
+                                                    "backend \"cuda\" (or MODELSERVE_DEVICE=cuda with \"auto\")");
+            handle->device = ms::cuda_synthesize_model(config, kSyntheticSeed, params->progress, params->progress_user);
+            *out = handle.release();
+            return;
+        }
         // A .gguf file, or a directory holding one, is a llama-family model (llama/llama_model.h).
         const std::string gguf_path = params->path ? ms::resolve_gguf_path(params->path) : "";
         if (!gguf_path.empty()) {
@@ -50,12 +65,12 @@ ms_status ms_model_get_info(const ms_model *model, ms_model_info *out) {
     return ms::guard([&] {
         if (!model || !out) throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_get_info: model and out must not be null");
         if (model->llama) return ms::llama_model_info(*model->llama, out);
-        const ms::Model &m = *model->model;
-        const ms::ModelConfig &c = m.config();
+        const ms::Model *m = model->model.get();  // null for a synthetic model: it lives on the GPU only
+        const ms::ModelConfig &c = m ? m->config() : ms::cuda_model_config(*model->device);
         std::memset(out, 0, sizeof(*out));
         std::strncpy(out->architecture, c.architecture.c_str(), sizeof(out->architecture) - 1);
         std::strncpy(out->backend, model->device ? "cuda" : "cpu", sizeof(out->backend) - 1);
-        std::strncpy(out->simd, ms::simd_name(m.simd()), sizeof(out->simd) - 1);
+        std::strncpy(out->simd, ms::simd_name(m ? m->simd() : ms::active_simd()), sizeof(out->simd) - 1);
         out->n_layers = c.num_hidden_layers;
         out->n_experts = c.num_local_experts;
         out->n_experts_per_tok = c.num_experts_per_tok;
@@ -68,7 +83,7 @@ ms_status ms_model_get_info(const ms_model *model, ms_model_info *out) {
         out->sliding_window = c.sliding_window;
         out->max_position_embeddings = c.max_position_embeddings;
         out->eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
-        out->weight_bytes = m.weight_bytes();
+        out->weight_bytes = m ? m->weight_bytes() : ms::cuda_model_bytes(*model->device);
     });
 }
 
@@ -77,6 +92,8 @@ ms_status ms_model_eval(ms_model *model, const int32_t *tokens, int n_tokens, fl
         if (!model || !tokens || !logits || n_tokens <= 0)
             throw Error(MS_ERR_INVALID_ARGUMENT, "ms_model_eval: model, tokens and logits must be set and n_tokens > 0");
         if (model->llama) return ms::llama_model_eval(*model->llama, tokens, n_tokens, logits);
+        if (!model->model)
+            throw Error(MS_ERR_UNSUPPORTED, "ms_model_eval: a synthetic model has no host weights (serve it instead)");
         ms::Model &m = *model->model;
         const ms::KvSpec spec = m.kv_spec();
         // A private contiguous cache: block i of each group holds positions [16 i, 16 i + 16).

@@ -31,7 +31,7 @@ extern "C" ms_status ms_engine_create(ms_model *model, const ms_engine_params *p
     return ms::guard([&] {
         if (!out) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "out is null");
         *out = nullptr;
-        if (!model || (!model->model && !model->llama)) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "model is null");
+        if (!model || (!model->model && !model->llama && !model->device)) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "model is null");
         if (!params) throw ms::Error(MS_ERR_INVALID_ARGUMENT, "params is null");
         auto e = std::make_unique<ms_engine>();
         if (model->llama) e->executor = std::make_unique<ms::LlamaExecutor>(*model->llama);

@@ -12,6 +12,7 @@
 namespace ms {
 
 class Model;
+struct ModelConfig;
 namespace cuda {
 class DeviceModel;
 }
@@ -31,5 +32,20 @@ std::string cuda_device_name(const cuda::DeviceModel &model);
 
 // An executor running the model on the GPU; the engine's KV pool gets device memory from it.
 std::unique_ptr<Executor> make_cuda_executor(std::shared_ptr<cuda::DeviceModel> model);
+
+// The synthetic model source: ms_model_params.path "synthetic:NAME" (engine.h) is a model of a known shape with
+// random weights generated on the GPU, no checkpoint read. True, with NAME in *name, when `path` has that form.
+bool synthetic_model_name(const char *path, std::string *name);
+// The gpt-oss config of a synthetic NAME ("gpt-oss-20b", "gpt-oss-120b"); MS_ERR_INVALID_ARGUMENT naming the known
+// ones for anything else.
+ModelConfig synthetic_model_config(const std::string &name);
+// Generates the weights of `config` on the current GPU (cuda::DeviceModel::synthesize); reports the bytes once, when
+// done, through `progress`. MS_ERR_UNSUPPORTED when the build has no CUDA backend or no GPU is visible.
+std::shared_ptr<cuda::DeviceModel> cuda_synthesize_model(const ModelConfig &config, uint64_t seed,
+                                                         ms_progress_fn progress = nullptr,
+                                                         void *progress_user = nullptr);
+// What the C API reports for a model that lives only on the GPU (a synthetic one has no host Model).
+const ModelConfig &cuda_model_config(const cuda::DeviceModel &model);
+uint64_t cuda_model_bytes(const cuda::DeviceModel &model);
 
 }  // namespace ms

@@ -23,6 +23,13 @@ struct SamplingParams {
     // multiplied by it otherwise (> 1 discourages repeats).
     float repetition_penalty = 1.f;  // 1 = off, > 0
     bool has_penalties() const { return frequency_penalty != 0.f || presence_penalty != 0.f || repetition_penalty != 1.f; }
+    // Whether an executor that samples where the logits are (DeviceSampling in executor.h) can pick this row's token
+    // exactly: greedy, or plain temperature sampling (no top-p/top-k/min-p truncation); never with logprobs or
+    // penalties (those need the whole row on the host).
+    bool device_sampleable() const {
+        if (logprobs > 0 || has_penalties()) return false;
+        return temperature <= 0.f || (top_p >= 1.f && top_k == 0 && min_p <= 0.f);
+    }
 };
 
 // The tokens penalties look at: tokens[0, n_prompt) are the prompt, tokens[n_prompt, n_tokens) were generated.

@@ -111,6 +111,9 @@ Engine::Engine(Executor &exec, const ms_engine_params &p, ms_event_fn on_events,
 
     fwd_.reserve(p.max_seqs);
     logits_.assign(static_cast<size_t>(p.max_seqs) * vocab_, 0.f);
+    device_sampling_ = exec.can_sample_on_device();
+    sample_rows_.reserve(p.max_seqs);
+    device_tokens_.assign(p.max_seqs, -1);
     events_.reserve(static_cast<size_t>(p.max_seqs) * 2);
     finished_.reserve(p.max_seqs);
     snapshot_.kv_blocks_total = pool_->num_blocks(kFullGroup);
@@ -320,8 +323,32 @@ void Engine::run_step() {
         f.want_logits = c.want_logits;
         fwd_.push_back(f);
     }
+    if (device_sampling_) {
+        // One entry per want_logits seq, in order. A temperature row draws its seed from the request's own Rng (one
+        // per step), so its tokens depend on its seed and inputs only, never on the batch.
+        sample_rows_.clear();
+        for (const ScheduledChunk &c : chunks) {
+            if (!c.want_logits) continue;
+            Sequence &s = *c.seq;
+            DeviceSampling d;
+            if (s.sampling.device_sampleable()) {
+                if (s.sampling.temperature <= 0.f) {
+                    d.mode = DeviceSampling::kGreedy;
+                } else {
+                    d.mode = DeviceSampling::kTemperature;
+                    d.temperature = s.sampling.temperature;
+                    d.seed = s.rng.next();
+                }
+            }
+            sample_rows_.push_back(d);
+        }
+    }
     try {
-        exec_.forward(fwd_.data(), static_cast<int>(fwd_.size()), pool_->storage(), logits_.data());
+        if (device_sampling_)
+            exec_.forward_sample(fwd_.data(), static_cast<int>(fwd_.size()), pool_->storage(), sample_rows_.data(),
+                                 device_tokens_.data(), logits_.data());
+        else
+            exec_.forward(fwd_.data(), static_cast<int>(fwd_.size()), pool_->storage(), logits_.data());
     } catch (const std::exception &e) {
         error_message_ = std::string("forward pass failed: ") + e.what();
         for (const ScheduledChunk &c : chunks) finished_.push_back(c.seq->id);
@@ -337,13 +364,25 @@ void Engine::run_step() {
 
     const size_t first_finished = finished_.size();
     Sample sample;
-    size_t row = 0;
+    size_t row = 0;       // index into logits_ (host-sampled rows)
+    size_t want_row = 0;  // index over want_logits seqs (sample_rows_ / device_tokens_)
     for (size_t i = 0; i < chunks.size(); ++i) {
         const ScheduledChunk &c = chunks[i];
         if (!c.want_logits) continue;
         Sequence &s = *c.seq;
-        const TokenHistory history{s.tokens.data(), static_cast<int>(s.tokens.size()), s.n_prompt};
-        sampler_.sample(&logits_[row++ * static_cast<size_t>(vocab_)], vocab_, s.sampling, history, s.rng, sample);
+        const size_t j = want_row++;
+        if (device_sampling_ && sample_rows_[j].mode != DeviceSampling::kHost) {
+            const int32_t t = device_tokens_[j];
+            if (t < 0 || t >= vocab_)
+                throw Error(MS_ERR_INTERNAL, "device sampling returned token " + std::to_string(t) + " outside [0, " +
+                                                 std::to_string(vocab_) + ")");
+            sample.token = t;
+            sample.logprob = 0.f;
+            sample.n_top = 0;
+        } else {
+            const TokenHistory history{s.tokens.data(), static_cast<int>(s.tokens.size()), s.n_prompt};
+            sampler_.sample(&logits_[row++ * static_cast<size_t>(vocab_)], vocab_, s.sampling, history, s.rng, sample);
+        }
         s.tokens.push_back(sample.token);
         ++s.n_generated;
         ++generation_tokens_;

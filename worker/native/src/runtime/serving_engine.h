@@ -87,6 +87,11 @@ class Engine {
     std::vector<uint64_t> cancels_taken_;
     std::vector<ForwardSeq> fwd_;
     std::vector<float> logits_;
+    // Device sampling (when the executor can): per want_logits row, the mode/seed handed to forward_sample and the
+    // tokens it returns; logits_ then holds the kHost rows only, compacted.
+    bool device_sampling_ = false;
+    std::vector<DeviceSampling> sample_rows_;
+    std::vector<int32_t> device_tokens_;
     std::vector<ms_event> events_;
     std::vector<uint64_t> finished_;
     std::string error_message_;

@@ -7,6 +7,9 @@
 // the worst case and surplus blocks exit).
 #pragma once
 
+#include <cfloat>
+#include <cstdint>
+
 #include "cuda/moe/moe_internal.cuh"
 
 namespace ms::cuda::moe {
@@ -61,6 +64,44 @@ __device__ inline void group_pairs(const int *ids, int n_pairs, int n_experts, i
 
 inline GroupOut group_out(const Workspace &w) {
   return GroupOut{w.slot_token, w.slot_of, w.expert_off, w.tiles, w.n_tiles};
+}
+
+// Top k of one token's router logits `lg` (n_experts <= 32 * kPerLane), one warp: every lane ends with the k largest in
+// descending order and their expert ids (ties to the lower id), for the caller's softmax over them.
+template <int kPerLane>
+__device__ __forceinline__ void warp_top_k(const float *lg, int n_experts, int k, float *chosen, int *chosen_id) {
+  const int lane = threadIdx.x & 31;
+  float v[kPerLane];
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = lane + 32 * j;
+    v[j] = e < n_experts ? lg[e] : -FLT_MAX;
+  }
+  uint32_t taken = 0;  // bit j: expert lane + 32 j already chosen
+  for (int r = 0; r < k; ++r) {
+    float best = -FLT_MAX;
+    int best_e = 0x7fffffff;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      if (e < n_experts && !(taken >> j & 1u) && (v[j] > best || best_e == 0x7fffffff)) {
+        best = v[j];
+        best_e = e;
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+      if (ob > best || (ob == best && oe < best_e)) {
+        best = ob;
+        best_e = oe;
+      }
+    }
+    if ((best_e & 31) == lane) taken |= 1u << (best_e >> 5);
+    chosen[r] = best;
+    chosen_id[r] = best_e;
+  }
 }
 
 }  // namespace ms::cuda::moe

@@ -39,6 +39,12 @@ constexpr int kDecodeTokenTile = 8;
 // Decode kernel (moe_mxfp4_decode.cu).
 void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
 
+// Prefill kernel v2 (moe_mxfp4_prefill_v2.cu): token tile 128, each block dequantises its weights once into shared
+// memory (fp16, block scales folded in) for ldmatrix + mma.sync. prepare_prefill_v2: shared-memory opt-in (once).
+constexpr int kPrefillV2TokenTile = 128;
+void launch_prefill_v2(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
+void prepare_prefill_v2();
+
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");

@@ -1,4 +1,5 @@
-// Grouped MXFP4 expert matmul on tensor cores for prefill and large batches (token tile 64), and for mid-size decode
+// Grouped MXFP4 expert matmul on tensor cores for prefill and large batches (token tile 64; with
+// MODELSERVE_MOE_PREFILL_V2=1 prefill takes moe_mxfp4_prefill_v2.cu's tile of 128 instead), and for mid-size decode
 // batches (token tile 16: ~4-24 tokens per expert, e.g. 64 sequences of 20b, where the decode kernel's tile of 8 would
 // read an expert's weights again for every 8 of its tokens and dequantise them each time).
 //
@@ -192,6 +193,8 @@ void dispatch(const MatmulArgs &a, int n_pairs, int n_experts, int token_tile, c
     launch_decode(a, kGateUp, n_pairs, n_experts, stream);
   else if (token_tile == kMidTokens)
     launch_prefill<kGateUp, kMidTokens>(a, n_pairs, n_experts, stream);
+  else if (token_tile == kPrefillV2TokenTile)
+    launch_prefill_v2(a, kGateUp, n_pairs, n_experts, stream);
   else
     launch_prefill<kGateUp, kTokens>(a, n_pairs, n_experts, stream);
 }
@@ -210,14 +213,15 @@ void prepare_prefill() {
     cudaFuncSetAttribute(mxfp4_prefill_kernel<true, kMidTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
     cudaFuncSetAttribute(mxfp4_prefill_kernel<false, kMidTokens>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   });
+  prepare_prefill_v2();
 }
 
 int choose_token_tile(int n_tokens, int top_k, int n_experts) {
-  // MODELSERVE_MOE_TOKEN_TILE=8|16|64 forces a tile (for benchmarks); read once.
+  // MODELSERVE_MOE_TOKEN_TILE=8|16|64|128 forces a tile (for benchmarks; 128 = the v2 prefill kernel); read once.
   static const int forced = [] {
     const char *e = std::getenv("MODELSERVE_MOE_TOKEN_TILE");
     const int v = e ? std::atoi(e) : 0;
-    return v == kDecodeTokenTile || v == kMidTokens || v == kTokens ? v : 0;
+    return v == kDecodeTokenTile || v == kMidTokens || v == kTokens || v == kPrefillV2TokenTile ? v : 0;
   }();
   if (forced) return forced;
   static const bool no_mid = [] {  // MODELSERVE_MOE_MID_TILE=0: tiles of 8 up to 8 pairs per expert, then 64 (as before)
@@ -231,7 +235,13 @@ int choose_token_tile(int n_tokens, int top_k, int n_experts) {
   const long long pairs = (long long)n_tokens * top_k;
   if (pairs <= 4LL * n_experts) return kDecodeTokenTile;
   if (pairs <= 24LL * n_experts) return kMidTokens;
-  return kTokens;
+  // MODELSERVE_MOE_PREFILL_V2=1: moe_mxfp4_prefill_v2.cu's tile of 128 instead of the tile-64 kernel above (off by
+  // default until it has run on a GPU).
+  static const bool v2 = [] {
+    const char *e = std::getenv("MODELSERVE_MOE_PREFILL_V2");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return v2 ? kPrefillV2TokenTile : kTokens;
 }
 
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream) {

@@ -124,39 +124,9 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   int *sids = reinterpret_cast<int *>(sh + lay.ids);
   for (int t = warp; t < nt; t += kRouterWarps) {
     const float *lg = sh + lay.logits + t * n_experts;
-    float v[kMaxExpertsPerLane];
-#pragma unroll
-    for (int j = 0; j < kMaxExpertsPerLane; ++j) {
-      const int e = lane + 32 * j;
-      v[j] = e < n_experts ? lg[e] : -FLT_MAX;
-    }
-    uint32_t taken = 0;  // bit j: expert lane + 32 j already chosen
     float chosen[8];
     int chosen_id[8];
-    for (int r = 0; r < k; ++r) {
-      float best = -FLT_MAX;
-      int best_e = 0x7fffffff;
-#pragma unroll
-      for (int j = 0; j < kMaxExpertsPerLane; ++j) {
-        const int e = lane + 32 * j;
-        if (e < n_experts && !(taken >> j & 1u) && (v[j] > best || best_e == 0x7fffffff)) {
-          best = v[j];
-          best_e = e;
-        }
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-        if (ob > best || (ob == best && oe < best_e)) {
-          best = ob;
-          best_e = oe;
-        }
-      }
-      if ((best_e & 31) == lane) taken |= 1u << (best_e >> 5);
-      chosen[r] = best;
-      chosen_id[r] = best_e;
-    }
+    warp_top_k<kMaxExpertsPerLane>(lg, n_experts, k, chosen, chosen_id);
     if (lane == 0) {
       float sum = 0.f, ex[8];
       for (int r = 0; r < k; ++r) {
