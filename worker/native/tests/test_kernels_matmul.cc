@@ -65,6 +65,39 @@ TEST(KernelsMatmulBf16, SimdMatchesScalar) {
     }
 }
 
+// The AVX2 kernel runs 4 rows x 1-2 tokens, 2 x 1-4, and above 4 tokens widened row pairs x token tiles of 3-6
+// (plus odd-row tails): token counts 1..14 against row splits and a K with a scalar tail.
+TEST(KernelsMatmulBf16, SimdMatchesScalarEveryTiling) {
+    std::mt19937 rng(8);
+    for (int K : {64, 77}) {
+        for (int N : {7, 18}) {
+            auto wf = randn(size_t(N) * K, rng, 0.05f);
+            std::vector<uint16_t> w(wf.size());
+            for (size_t i = 0; i < w.size(); ++i) {
+                w[i] = ms::f32_to_bf16(wf[i]);
+                wf[i] = ms::bf16_to_f32(w[i]);
+            }
+            auto bias = randn(N, rng);
+            for (int n_tok = 1; n_tok <= 14; ++n_tok) {
+                auto x = randn(size_t(n_tok) * K, rng);
+                std::vector<float> ref(size_t(n_tok) * N), out(ref.size());
+                ms::matmul_bf16_rows(ms::Simd::Scalar, x.data(), n_tok, K, w.data(), bias.data(), K, 0, N, ref.data(), N);
+                for (ms::Simd s : simd_levels())
+                    for (int split : {0, 3, N / 2}) {
+                        std::fill(out.begin(), out.end(), NAN);
+                        ms::matmul_bf16_rows(s, x.data(), n_tok, K, w.data(), bias.data(), K, 0, split, out.data(), N);
+                        ms::matmul_bf16_rows(s, x.data(), n_tok, K, w.data(), bias.data(), K, split, N, out.data(), N);
+                        for (int t = 0; t < n_tok; ++t)
+                            for (int r = 0; r < N; ++r)
+                                ASSERT_NEAR(out[t * N + r], ref[t * N + r], dot_tolerance(x.data() + t * K, wf.data() + r * K, K))
+                                    << ms::simd_name(s) << " K=" << K << " N=" << N << " n_tok=" << n_tok << " split=" << split
+                                    << " t=" << t << " r=" << r;
+                    }
+            }
+        }
+    }
+}
+
 TEST(KernelsMatmulBf16, ResultDoesNotDependOnTokenCount) {
     if (simd_levels().empty()) GTEST_SKIP() << "no SIMD level on this CPU";
     std::mt19937 rng(2);
@@ -140,6 +173,33 @@ TEST(KernelsMatmulMxfp4, SimdMatchesScalar) {
                         ASSERT_NEAR(out[t * N + r], ref[t * N + r], dot_tolerance(x.data() + t * K, c.dense.data() + r * K, K))
                             << ms::simd_name(s) << " K=" << K << " T=" << T;
             }
+        }
+    }
+}
+
+// The AVX2 kernel tiles 8 rows x 1 token, 4 x 2, 3 x 3 and 2 x 4 (plus single-row tails): every token count up to
+// 10 against row counts and row-range splits that hit each tile shape and its tails.
+TEST(KernelsMatmulMxfp4, SimdMatchesScalarEveryRowTiling) {
+    std::mt19937 rng(7);
+    const int K = 160;
+    for (int N : {8, 19, 37}) {
+        Mxfp4Case c = random_mxfp4(N, K, rng);
+        auto bias = randn(N, rng);
+        for (int T = 1; T <= 10; ++T) {
+            auto x = randn(size_t(T) * K, rng);
+            std::vector<float> xs(x.size()), ref(size_t(T) * N), out(ref.size());
+            for (int t = 0; t < T; ++t) ms::mxfp4_split_activations(x.data() + t * K, K, xs.data() + t * K);
+            ms::matmul_mxfp4_rows(ms::Simd::Scalar, xs.data(), T, K, c.blocks.data(), c.scales.data(), bias.data(), K, 0, N, ref.data(), N);
+            for (ms::Simd s : simd_levels())
+                for (int split : {0, 3, N / 2}) {
+                    std::fill(out.begin(), out.end(), NAN);
+                    ms::matmul_mxfp4_rows(s, xs.data(), T, K, c.blocks.data(), c.scales.data(), bias.data(), K, 0, split, out.data(), N);
+                    ms::matmul_mxfp4_rows(s, xs.data(), T, K, c.blocks.data(), c.scales.data(), bias.data(), K, split, N, out.data(), N);
+                    for (int t = 0; t < T; ++t)
+                        for (int r = 0; r < N; ++r)
+                            ASSERT_NEAR(out[t * N + r], ref[t * N + r], dot_tolerance(x.data() + t * K, c.dense.data() + r * K, K))
+                                << ms::simd_name(s) << " N=" << N << " T=" << T << " split=" << split << " t=" << t << " r=" << r;
+                }
         }
     }
 }

@@ -78,9 +78,87 @@ __attribute__((target("avx2,fma"))) void rowtile_avx2(const float *x, int n_tok,
     }
 }
 
+// R rows already widened to fp32 (sw, R rows of K8 = K / 8 * 8 values, lds apart) x NT tokens: per (row, token) the same
+// accumulation order as tile_avx2 (8-lane FMAs over k, horizontal sum, scalar k tail, bias), so the same results;
+// each activation vector is loaded once for the R rows.
+template <int R, int NT>
+__attribute__((target("avx2,fma"))) inline void tile_widened_avx2(const float *x, int64_t ldx, const float *sw, int64_t lds, int K8,
+                                                                  const uint16_t *w, int K, const float *bias, int r,
+                                                                  float *y, int64_t ldy) {
+    __m256 acc[R][NT];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) acc[i][t] = _mm256_setzero_ps();
+    for (int k = 0; k < K8; k += 8) {
+        __m256 wv[R];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) wv[i] = _mm256_load_ps(sw + i * lds + k);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) {
+            const __m256 xv = _mm256_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
+        }
+    }
+    for (int i = 0; i < R; ++i)
+        for (int t = 0; t < NT; ++t) {
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+            float s = _mm_cvtss_f32(s4);
+            for (int kk = K8; kk < K; ++kk) s += x[t * ldx + kk] * bf16_to_f32(w[int64_t(i) * K + kk]);
+            y[t * ldy + r + i] = s + (bias ? bias[r + i] : 0.0f);
+        }
+}
+
+// More than 4 tokens: each group of 3 rows is widened to fp32 once into an L1-sized scratch and every token tile
+// reads it (instead of widening the rows again in each 4-token tile). 3 rows x up to 4 tokens: 12 accumulator chains
+// hide the FMA latency, and 3 weight vectors + 12 accumulators + the activation vector fill the 16 registers.
+__attribute__((target("avx2,fma"))) void rows_widened_avx2(const float *x, int n_tok, int64_t ldx, const uint16_t *w,
+                                                           const float *bias, int K, int r0, int r1, float *y,
+                                                           int64_t ldy) {
+    constexpr int R = 3;
+    thread_local AlignedVector<float> scratch;
+    const int K8 = K / 8 * 8;
+    // Rows one cache line further apart than K8: activation rows a power of two apart (K = 1024: 4 KiB) already
+    // share L1 sets, the scratch rows must not add to them.
+    const int64_t lds = (K8 + 15) / 16 * 16 + 16;
+    if (scratch.size() < size_t(R * lds)) scratch.resize(size_t(R * lds));
+    float *sw = scratch.data();
+    const int tiles = (n_tok + 3) / 4;  // token tiles of 2..4, as even as possible
+    int r = r0;
+    for (; r + R <= r1; r += R) {
+        for (int i = 0; i < R; ++i)
+            for (int k = 0; k < K8; k += 8) {
+                const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + int64_t(r + i) * K + k)));
+                _mm256_store_ps(sw + i * lds + k, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+            }
+        const uint16_t *wr = w + int64_t(r) * K;
+        for (int i = 0, t = 0; i < tiles; ++i) {
+            const int nt = (n_tok - t) / (tiles - i);
+            const float *xt = x + t * ldx;
+            float *yt = y + t * ldy;
+            switch (nt) {
+                case 4: tile_widened_avx2<R, 4>(xt, ldx, sw, lds, K8, wr, K, bias, r, yt, ldy); break;
+                case 3: tile_widened_avx2<R, 3>(xt, ldx, sw, lds, K8, wr, K, bias, r, yt, ldy); break;
+                default: tile_widened_avx2<R, 2>(xt, ldx, sw, lds, K8, wr, K, bias, r, yt, ldy); break;  // 5 tokens: 2 + 3
+            }
+            t += nt;
+        }
+    }
+    for (; r + 2 <= r1; r += 2) rowtile_avx2<2>(x, n_tok, ldx, w + int64_t(r) * K, K, bias, r, y, ldy);
+    for (; r < r1; ++r) rowtile_avx2<1>(x, n_tok, ldx, w + int64_t(r) * K, K, bias, r, y, ldy);
+}
+
 __attribute__((target("avx2,fma"))) void rows_avx2(const float *x, int n_tok, int64_t ldx, const uint16_t *w,
                                                    const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    if (n_tok > 4) return rows_widened_avx2(x, n_tok, ldx, w, bias, K, r0, r1, y, ldy);
     int r = r0;
+    // One or two tokens (decode): 4 rows per tile, so that 4-8 independent FMA chains hide the FMA latency (each
+    // (row, token) pair is computed the same way whatever the tile, so results do not depend on it).
+    if (n_tok <= 2)
+        for (; r + 4 <= r1; r += 4) rowtile_avx2<4>(x, n_tok, ldx, w + int64_t(r) * K, K, bias, r, y, ldy);
     for (; r + 2 <= r1; r += 2) rowtile_avx2<2>(x, n_tok, ldx, w + int64_t(r) * K, K, bias, r, y, ldy);
     for (; r < r1; ++r) rowtile_avx2<1>(x, n_tok, ldx, w + int64_t(r) * K, K, bias, r, y, ldy);
 }
