@@ -7,6 +7,8 @@ import {
   planRoles,
   rankForServing,
   scaleDownVictims,
+  SERVING_COST,
+  servingCostChanges,
   standbyCounts,
   standbyReplicas,
   type Role,
@@ -158,6 +160,58 @@ describe('planRoles', () => {
   it('serves with every live pod when there are fewer than spec.replicas', () => {
     const pods = [worker('s', 'standby')];
     expect(planRoles(pods, 3)).toEqual([{ pod: 's', from: 'standby', to: 'serving', ready: true }]);
+  });
+});
+
+describe('servingCostChanges', () => {
+  const cost = (p: V1Pod) => p.metadata!.annotations?.[VICTIM];
+
+  it('makes serving pods dearer to delete than standbys, so a rollout removes an old standby first', () => {
+    // Mid-rollout: the old serving pod, the old standby and a new ready pod that this pass promotes.
+    const pods = [
+      worker('old-serving', 'serving', { created: '2026-01-01T00:00:00Z' }),
+      worker('old-standby', 'standby', { created: '2026-01-01T00:01:00Z' }),
+      worker('new', 'standby', { created: '2026-01-02T00:00:00Z' }),
+    ];
+    const roles = new Map<string, Role>([
+      ['new', 'serving'],
+      ['old-serving', 'standby'],
+    ]);
+    expect(servingCostChanges(pods, roles, 1)).toEqual(new Map([['new', SERVING_COST]]));
+    // Before the promotion lands, the old serving pod is the dear one.
+    const before = servingCostChanges(pods, new Map(), 1);
+    expect(before).toEqual(new Map([['old-serving', SERVING_COST]]));
+    expect(Number(SERVING_COST)).toBeGreaterThan(0);
+  });
+
+  it('removes the cost from a demoted pod and leaves scale-down victims marked', () => {
+    const pods = [
+      worker('a', 'serving', { annotations: { [VICTIM]: SERVING_COST } }),
+      worker('b', 'serving', { annotations: { [VICTIM]: VICTIM_COST } }),
+      worker('c', 'serving', { annotations: { [VICTIM]: SERVING_COST } }),
+    ];
+    const changes = servingCostChanges(
+      pods,
+      new Map<string, Role>([
+        ['a', 'standby'],
+        ['b', 'standby'],
+      ]),
+      1,
+    );
+    expect(changes).toEqual(new Map([['a', null]]));
+    expect(pods.map(cost)).toEqual([SERVING_COST, VICTIM_COST, SERVING_COST]);
+  });
+
+  it('sets nothing without standbys, and clears what an earlier standby pool left', () => {
+    const pods = [worker('a', 'serving'), worker('b', 'serving', { annotations: { [VICTIM]: SERVING_COST } })];
+    expect(servingCostChanges(pods, new Map(), 0)).toEqual(new Map([['b', null]]));
+  });
+
+  it('ignores terminating and finished pods', () => {
+    const gone = worker('gone', 'serving');
+    gone.metadata!.deletionTimestamp = new Date('2026-01-03T00:00:00Z');
+    const done = worker('done', 'serving', { phase: 'Succeeded' });
+    expect(servingCostChanges([gone, done], new Map(), 1)).toEqual(new Map());
   });
 });
 

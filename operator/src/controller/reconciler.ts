@@ -33,7 +33,9 @@ import {
   ROLE_SERVING,
   ROLE_STANDBY,
   scaleDownVictims,
+  servingCostChanges,
   standbyCounts,
+  standbyReplicas,
 } from './standby.js';
 import { collectStateMetrics, StartupObserver } from './stateMetrics.js';
 import { computeStatus, newlyDegraded, statusChanged } from './status.js';
@@ -291,17 +293,28 @@ export class Controller {
     const removing = liveTotal !== undefined && liveTotal > total ? scaleDownVictims(pods, total) : undefined;
     const templateHash = deployment.spec?.template.metadata?.annotations?.[ANNOTATION_TEMPLATE_HASH];
     const changes = planRoles(pods, mdep.spec.replicas, templateHash, removing);
-    if (changes.length === 0) return;
-    for (const change of changes) {
+    const roles = new Map(changes.map((c) => [c.pod, c.to] as const));
+    const costs = servingCostChanges(pods, roles, standbyReplicas(mdep).count);
+    // A role change carries its pod's deletion cost in the same patch (promotions first, as planRoles orders them);
+    // pods whose role stays but whose cost is stale get a patch of their own.
+    const patches: [string, Record<string, unknown>][] = changes.map((c) => {
+      const metadata: Record<string, unknown> = { labels: { [LABEL_ROLE]: c.to } };
+      if (costs.has(c.pod)) metadata.annotations = { [ANNOTATION_DELETION_COST]: costs.get(c.pod) };
+      return [c.pod, { metadata }];
+    });
+    for (const [pod, cost] of costs)
+      if (!roles.has(pod)) patches.push([pod, { metadata: { annotations: { [ANNOTATION_DELETION_COST]: cost } } }]);
+    for (const [pod, patch] of patches) {
       await step('roles', async () => {
         const updated = await this.client.mergePatch<V1Pod>(
-          objectPath(resources.pods, namespace, change.pod),
-          { metadata: { labels: { [LABEL_ROLE]: change.to } } },
+          objectPath(resources.pods, namespace, pod),
+          patch,
           FIELD_MANAGER,
         );
         this.remember(this.pods, updated);
       });
     }
+    if (changes.length === 0) return;
     const promoted = changes.filter((c) => c.to === ROLE_SERVING && c.from === ROLE_STANDBY);
     const describe = (c: (typeof changes)[number]) => `${c.pod}${c.ready ? '' : ' (not ready)'}`;
     const parts = [

@@ -116,3 +116,34 @@ export function standbyCounts(pods: V1Pod[], kept: { count: number; limited: num
   const standby = pods.filter((p) => alive(p) && roleOf(p) === ROLE_STANDBY);
   return { wanted: kept.count, limited: kept.limited, pods: standby.length, ready: standby.filter(isPodReady).length };
 }
+
+/**
+ * controller.kubernetes.io/pod-deletion-cost of a serving pod while the model has standbys. The ReplicaSet controller
+ * removes the cheapest pods first whenever it scales down — including the old ReplicaSet during a rolling update,
+ * which acts on its own schedule, not the operator's. Without a cost it may delete the old serving pod the moment a
+ * new pod is ready, before the operator has promoted that pod, and the Service is empty until it does. With serving
+ * pods dearer, it takes an old standby first. Scale-down victims (VICTIM_COST) stay cheapest.
+ */
+export const SERVING_COST = '1000';
+
+/**
+ * The deletion-cost changes that go with `roles` (pod name → role after this pass's relabelling): serving pods get
+ * SERVING_COST, others lose it; a pod marked as a scale-down victim keeps its mark. Pod name → cost, or null to
+ * remove. Only for models with standbys (`standbys` > 0); with none, every pod serves and costs change nothing.
+ */
+export function servingCostChanges(
+  pods: V1Pod[],
+  roles: Map<string, Role | undefined>,
+  standbys: number,
+): Map<string, string | null> {
+  const changes = new Map<string, string | null>();
+  for (const pod of pods.filter(alive)) {
+    const name = pod.metadata?.name ?? '';
+    const current = pod.metadata?.annotations?.[ANNOTATION_DELETION_COST];
+    if (current === VICTIM_COST) continue;
+    const want = standbys > 0 && (roles.get(name) ?? roleOf(pod)) === ROLE_SERVING ? SERVING_COST : undefined;
+    if (want !== undefined && current !== want) changes.set(name, want);
+    else if (want === undefined && current === SERVING_COST) changes.set(name, null);
+  }
+  return changes;
+}
