@@ -31,6 +31,23 @@ void rows_scalar(const float *x, int n_tok, int64_t ldx, const uint16_t *w, cons
     }
 }
 
+// The end of an R x NT tile, the same in both tile kernels: per (row, token) the horizontal sum of the 8 lanes, the
+// scalar tail k in [k_tail, K), then the bias.
+template <int R, int NT>
+__attribute__((target("avx2,fma"))) inline void store_tile_avx2(const __m256 (&acc)[R][NT], const float *x, int64_t ldx,
+                                                                const uint16_t *w, int K, int k_tail, const float *bias,
+                                                                int r, float *y, int64_t ldy) {
+    for (int i = 0; i < R; ++i)
+        for (int t = 0; t < NT; ++t) {
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+            float s = _mm_cvtss_f32(s4);
+            for (int kk = k_tail; kk < K; ++kk) s += x[t * ldx + kk] * bf16_to_f32(w[int64_t(i) * K + kk]);
+            y[t * ldy + r + i] = s + (bias ? bias[r + i] : 0.0f);
+        }
+}
+
 template <int R, int NT>
 __attribute__((target("avx2,fma"))) inline void tile_avx2(const float *x, int64_t ldx, const uint16_t *w, int K,
                                                           const float *bias, int r, float *y, int64_t ldy) {
@@ -54,15 +71,7 @@ __attribute__((target("avx2,fma"))) inline void tile_avx2(const float *x, int64_
             for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
         }
     }
-    for (int i = 0; i < R; ++i)
-        for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            float s = _mm_cvtss_f32(s4);
-            for (int kk = k; kk < K; ++kk) s += x[t * ldx + kk] * bf16_to_f32(w[int64_t(i) * K + kk]);
-            y[t * ldy + r + i] = s + (bias ? bias[r + i] : 0.0f);
-        }
+    store_tile_avx2<R, NT>(acc, x, ldx, w, K, k, bias, r, y, ldy);
 }
 
 template <int R>
@@ -101,15 +110,7 @@ __attribute__((target("avx2,fma"))) inline void tile_widened_avx2(const float *x
             for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(wv[i], xv, acc[i][t]);
         }
     }
-    for (int i = 0; i < R; ++i)
-        for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            float s = _mm_cvtss_f32(s4);
-            for (int kk = K8; kk < K; ++kk) s += x[t * ldx + kk] * bf16_to_f32(w[int64_t(i) * K + kk]);
-            y[t * ldy + r + i] = s + (bias ? bias[r + i] : 0.0f);
-        }
+    store_tile_avx2<R, NT>(acc, x, ldx, w, K, K8, bias, r, y, ldy);
 }
 
 // More than 4 tokens: each group of 3 rows is widened to fp32 once into an L1-sized scratch and every token tile

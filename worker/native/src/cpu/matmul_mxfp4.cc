@@ -86,6 +86,22 @@ __attribute__((target("avx2,fma"))) inline void decode_block_avx2(const uint8_t 
     w[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(q, 24)), s);
 }
 
+// The end of an R x NT tile, the same in both tile kernels: per (row, token) the horizontal sum of the 8 lanes plus
+// the bias.
+template <int R, int NT>
+__attribute__((target("avx2,fma"))) inline void store_tile_avx2(const __m256 (&acc)[R][NT], float *out, int64_t ldy,
+                                                                const float *bias) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t) {
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+            out[t * ldy + i] = _mm_cvtss_f32(s4) + (bias ? bias[i] : 0.0f);
+        }
+}
+
 // R rows x NT tokens. Every (row, token) pair has one 8-lane accumulator fed in the same order (4 FMAs per block,
 // block by block) whatever R and NT are, so a token's result does not depend on the tile it lands in. Several independent
 // accumulators hide the FMA latency (one chain is 4 dependent FMAs per block); each decoded block feeds NT tokens.
@@ -115,15 +131,7 @@ __attribute__((target("avx2,fma"))) inline void tile_avx2(const float *xs, int64
             }
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            out[t * ldy + i] = _mm_cvtss_f32(s4) + (bias ? bias[i] : 0.0f);
-        }
+    store_tile_avx2<R, NT>(acc, out, ldy, bias);
 }
 
 // The same tile on rows already decoded to fp32 (sw: R rows of nb * 32 values lds apart, block-split order): the same
@@ -149,15 +157,7 @@ __attribute__((target("avx2,fma"))) inline void tile_decoded_avx2(const float *x
             for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], x, acc[i][t]);
         }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            out[t * ldy + i] = _mm_cvtss_f32(s4) + (bias ? bias[i] : 0.0f);
-        }
+    store_tile_avx2<R, NT>(acc, out, ldy, bias);
 }
 
 // R rows against all tokens. Up to 4 tokens the blocks are decoded inside the tile; with more, each row is decoded

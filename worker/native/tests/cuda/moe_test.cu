@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -158,9 +159,11 @@ TEST(MoeRouter, TopkAndWeightsMatchCpu) {
   }
 }
 
-TEST(MoeRouter, EqualLogitsPickLowerExpertIndexFirst) {
-  REQUIRE_DEVICE();
-  // All-zero router weights and a bias with repeated values: the order is decided by the tie rule alone.
+// The tie rule of a router: all-zero router weights and a bias with repeated values, so the order is decided by the
+// rule alone (lower expert index first) and the 4 chosen share the weight equally. `route` launches the router under
+// test; with `grouped`, it also groups, and every token chose the same 4 experts: 4 tiles.
+using RouteFn = std::function<void(const MoeLayer &, const float *, int, const moe::Workspace &)>;
+static void expect_lower_index_wins_ties(const RouteFn &route, bool grouped) {
   const int E = 40, K = 4, H = 64, T = 3;
   HostMoe m = random_moe(7, E, K, H, 32);
   std::fill(m.router_w.begin(), m.router_w.end(), uint16_t(0));
@@ -170,7 +173,7 @@ TEST(MoeRouter, EqualLogitsPickLowerExpertIndexFirst) {
   DeviceBuffer ws(moe_workspace_bytes(dm.layer, T));
   const moe::Workspace w = moe::carve_workspace(dm.layer, T, ws.p);
   float *dx = to_device(x);
-  moe::launch_router_topk(dm.layer, dx, T, moe::kMinTokenTile, w, nullptr);
+  route(dm.layer, dx, T, w);
   check_cuda(cudaDeviceSynchronize(), "router");
   std::vector<int> gids(size_t(T) * K);
   std::vector<float> gw(size_t(T) * K);
@@ -181,7 +184,21 @@ TEST(MoeRouter, EqualLogitsPickLowerExpertIndexFirst) {
       EXPECT_EQ(gids[t * K + j], 1 + 3 * j);
       EXPECT_FLOAT_EQ(gw[t * K + j], 0.25f);
     }
+  if (grouped) {
+    int n_tiles = 0;
+    check_cuda(cudaMemcpy(&n_tiles, w.n_tiles, sizeof(int), cudaMemcpyDeviceToHost), "D2H");
+    EXPECT_EQ(n_tiles, K);  // 4 tiles of 3 slots
+  }
   cudaFree(dx);
+}
+
+TEST(MoeRouter, EqualLogitsPickLowerExpertIndexFirst) {
+  REQUIRE_DEVICE();
+  expect_lower_index_wins_ties(
+      [](const MoeLayer &l, const float *x, int T, const moe::Workspace &w) {
+        moe::launch_router_topk(l, x, T, moe::kMinTokenTile, w, nullptr);
+      },
+      false);
 }
 
 TEST(MoeForwardDeterminism, RepeatedRunsAreBitwiseEqual) {
@@ -400,30 +417,11 @@ TEST(MoeRouterV2, TopkWeightsAndGroupingMatch) {
 
 TEST(MoeRouterV2, EqualLogitsPickLowerExpertIndexFirst) {
   REQUIRE_DEVICE();
-  const int E = 40, K = 4, H = 64, T = 3;
-  HostMoe m = random_moe(7, E, K, H, 32);
-  std::fill(m.router_w.begin(), m.router_w.end(), uint16_t(0));
-  for (int e = 0; e < E; ++e) m.router_b[e] = f32_to_bf16(e % 3 == 1 ? 1.0f : 0.0f);  // experts 1, 4, 7, 10, ...
-  const std::vector<float> x = random_f32(8, size_t(T) * H, 1.0f);
-  DeviceMoe dm(m);
-  DeviceBuffer ws(moe_workspace_bytes(dm.layer, T));
-  const moe::Workspace w = moe::carve_workspace(dm.layer, T, ws.p);
-  float *dx = to_device(x);
-  moe::launch_router_group_v2(dm.layer, dx, T, w, nullptr);
-  check_cuda(cudaDeviceSynchronize(), "router v2");
-  std::vector<int> gids(size_t(T) * K);
-  std::vector<float> gw(size_t(T) * K);
-  int n_tiles = 0;
-  check_cuda(cudaMemcpy(gids.data(), w.topk_ids, gids.size() * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-  check_cuda(cudaMemcpy(gw.data(), w.topk_w, gw.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
-  check_cuda(cudaMemcpy(&n_tiles, w.n_tiles, sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-  for (int t = 0; t < T; ++t)
-    for (int j = 0; j < K; ++j) {
-      EXPECT_EQ(gids[t * K + j], 1 + 3 * j);
-      EXPECT_FLOAT_EQ(gw[t * K + j], 0.25f);
-    }
-  EXPECT_EQ(n_tiles, K);  // every token chose the same 4 experts: 4 tiles of 3 slots
-  cudaFree(dx);
+  expect_lower_index_wins_ties(
+      [](const MoeLayer &l, const float *x, int T, const moe::Workspace &w) {
+        moe::launch_router_group_v2(l, x, T, w, nullptr);
+      },
+      true);
 }
 
 // v2 under CUDA graph capture (as the executor and bench_cuda_moe run it), replayed: same bits as stream launches.

@@ -69,26 +69,6 @@ struct Reference {
     }
 };
 
-// Device KV for `n_blocks` blocks per group, fp32 or bf16, owned by the test.
-struct DeviceKv {
-    ms::KvStorage kv;
-    std::vector<std::unique_ptr<DeviceVec<float>>> bufs;
-    DeviceKv(const ms::KvSpec &spec, int n_blocks, int bs) {
-        kv.block_size = bs;
-        kv.kv_dim = spec.kv_dim;
-        for (int g = 0; g < ms::kNumKvGroups; ++g) {
-            kv.layers_in_group[g] = spec.layers_in_group[g];
-            if (!spec.layers_in_group[g]) continue;
-            kv.num_blocks[g] = n_blocks;
-            const size_t n = size_t(n_blocks) * spec.layers_in_group[g] * bs * spec.kv_dim;
-            bufs.push_back(std::make_unique<DeviceVec<float>>(n));
-            kv.k[g] = bufs.back()->get();
-            bufs.push_back(std::make_unique<DeviceVec<float>>(n));
-            kv.v[g] = bufs.back()->get();
-        }
-    }
-};
-
 class CudaReference : public ::testing::TestWithParam<const char *> {};
 
 TEST_P(CudaReference, LogitsAndGreedyMatchTransformers) {

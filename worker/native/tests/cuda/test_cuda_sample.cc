@@ -173,25 +173,6 @@ TEST(CudaSample, SameSeedsSameTokensAndTheLimitsOfTemperature) {
     for (int r = 0; r < R; ++r) EXPECT_TRUE(a[r] >= 0 && a[r] < V);
 }
 
-struct DeviceKv {
-    ms::KvStorage kv;
-    std::vector<std::unique_ptr<DeviceVec<float>>> bufs;
-    DeviceKv(const ms::KvSpec &spec, int n_blocks, int bs) {
-        kv.block_size = bs;
-        kv.kv_dim = spec.kv_dim;
-        for (int g = 0; g < ms::kNumKvGroups; ++g) {
-            kv.layers_in_group[g] = spec.layers_in_group[g];
-            if (!spec.layers_in_group[g]) continue;
-            kv.num_blocks[g] = n_blocks;
-            const size_t n = size_t(n_blocks) * spec.layers_in_group[g] * bs * spec.kv_dim;
-            bufs.push_back(std::make_unique<DeviceVec<float>>(n));
-            kv.k[g] = bufs.back()->get();
-            bufs.push_back(std::make_unique<DeviceVec<float>>(n));
-            kv.v[g] = bufs.back()->get();
-        }
-    }
-};
-
 // forward_sample over a tiny synthetic model, against forward() on the same step: prefill (direct path) then decode
 // steps (CUDA graphs when enabled), with greedy, temperature and host rows mixed.
 class CudaForwardSample : public ::testing::TestWithParam<bool> {};

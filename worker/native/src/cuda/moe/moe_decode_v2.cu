@@ -156,20 +156,12 @@ __global__ void __cluster_dims__(kRClusterBlocks, 1, 1) __launch_bounds__(kRWarp
       for (int j = 0; j < kRChunks; ++j) {
         const int c = base + lane + 32 * j;
         if (c < c_end) {
-          const uint32_t wu[4] = {wv[j].x, wv[j].y, wv[j].z, wv[j].w};
-          float wf[8];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            wf[2 * i] = __uint_as_float(wu[i] << 16);
-            wf[2 * i + 1] = __uint_as_float(wu[i] & 0xffff0000u);
-          }
 #pragma unroll
           for (int t = 0; t < kV2MaxTokens; ++t) {
             if (t < nt) {
               const float4 p = *reinterpret_cast<const float4 *>(xs + size_t(t) * hidden + 8 * c);
               const float4 q = *reinterpret_cast<const float4 *>(xs + size_t(t) * hidden + 8 * c + 4);
-              acc[t] += wf[0] * p.x + wf[1] * p.y + wf[2] * p.z + wf[3] * p.w + wf[4] * q.x + wf[5] * q.y +
-                        wf[6] * q.z + wf[7] * q.w;
+              acc[t] += dot_bf16x8(wv[j], p, q);
             }
           }
         }

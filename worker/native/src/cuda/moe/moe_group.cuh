@@ -66,6 +66,19 @@ inline GroupOut group_out(const Workspace &w) {
   return GroupOut{w.slot_token, w.slot_of, w.expert_off, w.tiles, w.n_tiles};
 }
 
+// Dot product of 8 bf16 weights (one 16-byte load) with 8 fp32 activations p (first 4) and q (last 4): the router
+// GEMV's inner step, v1 and v2.
+__device__ __forceinline__ float dot_bf16x8(const uint4 &w, const float4 &p, const float4 &q) {
+  const uint32_t wu[4] = {w.x, w.y, w.z, w.w};
+  float wf[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    wf[2 * i] = __uint_as_float(wu[i] << 16);
+    wf[2 * i + 1] = __uint_as_float(wu[i] & 0xffff0000u);
+  }
+  return wf[0] * p.x + wf[1] * p.y + wf[2] * p.z + wf[3] * p.w + wf[4] * q.x + wf[5] * q.y + wf[6] * q.z + wf[7] * q.w;
+}
+
 // Top k of one token's router logits `lg` (n_experts <= 32 * kPerLane), one warp: every lane ends with the k largest in
 // descending order and their expert ids (ties to the lower id), for the caller's softmax over them.
 template <int kPerLane>

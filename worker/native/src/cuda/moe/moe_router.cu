@@ -84,20 +84,11 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
     for (int ch = c_begin + lane; ch < c_end; ch += 32) {
       const int c = ch * 8;
       const uint4 wv = *reinterpret_cast<const uint4 *>(wr + c);
-      const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
-      float wf[8];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        wf[2 * i] = __uint_as_float(wu[i] << 16);
-        wf[2 * i + 1] = __uint_as_float(wu[i] & 0xffff0000u);
-      }
 #pragma unroll
       for (int t = 0; t < kRouterTokens; ++t) {
         if (t < nt) {
           const float4 *xp = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
-          const float4 p = xp[0], q = xp[1];
-          acc[t] += wf[0] * p.x + wf[1] * p.y + wf[2] * p.z + wf[3] * p.w + wf[4] * q.x + wf[5] * q.y + wf[6] * q.z +
-                    wf[7] * q.w;
+          acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
         }
       }
     }
