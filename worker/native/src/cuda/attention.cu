@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/env.h"
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/pdl.cuh"
@@ -308,17 +309,12 @@ int cuda_sm_count() {
 
 AttentionPlan plan_attention(int T, int nkv, int max_tokens_per_seq) {
     AttentionPlan p;
-    static const bool plain = [] {  // MODELSERVE_CUDA_ATTN_PLAN=0: one block per (token, kv head), as before
-        const char *e = std::getenv("MODELSERVE_CUDA_ATTN_PLAN");
-        return e && std::strcmp(e, "0") == 0;
-    }();
+    // MODELSERVE_CUDA_ATTN_PLAN=0: one block per (token, kv head), as before
+    static const bool plain = !env_switch("MODELSERVE_CUDA_ATTN_PLAN", true);
     if (plain) return p;
     // MODELSERVE_CUDA_PREFILL_ATTN=1: prefill chunks on the tensor-core kernel. Off by default until it has run on a
     // GPU (compiled and checked in emulation only; docs/benchmarks/cuda.md).
-    static const bool prefill_tc = [] {
-        const char *e = std::getenv("MODELSERVE_CUDA_PREFILL_ATTN");
-        return e && std::strcmp(e, "1") == 0;
-    }();
+    static const bool prefill_tc = env_switch("MODELSERVE_CUDA_PREFILL_ATTN", false);
     if (max_tokens_per_seq >= 4) {
         p.query_tile = 8;  // prefill chunks: each staged key tile serves 8 queries
         // Chunks of 8+ tokens: the tensor-core kernel (attention_prefill.cu) where it supports the shape.

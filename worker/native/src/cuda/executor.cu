@@ -6,18 +6,37 @@
 #include <cstring>
 #include <string>
 
+#include "common/env.h"
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
 
 namespace ms::cuda {
 
+namespace {
+
+// The kernels' switches, each read once where it is used (pdl.cuh, attention.cu, matmul_bf16.cu, moe/*.cu) with the
+// same defaults as here.
+void validate_kernel_switches() {
+    for (const char *name : {"MODELSERVE_CUDA_PDL", "MODELSERVE_CUDA_ATTN_PLAN", "MODELSERVE_CUDA_PREFILL_ATTN",
+                             "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_DECODE_V2", "MODELSERVE_MOE_MID_TILE",
+                             "MODELSERVE_MOE_PREFILL_V2"})
+        env_switch(name, false);
+    env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
+    env_choice("MODELSERVE_MOE_DECODE_WARPS", 8, {4, 8});
+    env_choice("MODELSERVE_MOE_DECODE_BUFS", 2, {2, 3});
+}
+
+}  // namespace
+
 ExecutorOptions executor_options_from_env() {
     ExecutorOptions o;
-    if (const char *e = std::getenv("MODELSERVE_CUDA_EXACT")) o.exact_matmul = std::string(e) == "1";
-    if (const char *e = std::getenv("MODELSERVE_CUDA_GRAPHS")) o.cuda_graphs = std::string(e) != "0";
+    o.exact_matmul = env_switch("MODELSERVE_CUDA_EXACT", o.exact_matmul);
+    o.cuda_graphs = env_switch("MODELSERVE_CUDA_GRAPHS", o.cuda_graphs);
     // Device sampling is opt-in (=1) for the engine until it has run on a GPU (docs/benchmarks/cuda.md).
-    const char *ds = std::getenv("MODELSERVE_CUDA_DEVICE_SAMPLING");
-    o.device_sampling = ds && std::string(ds) == "1";
+    o.device_sampling = env_switch("MODELSERVE_CUDA_DEVICE_SAMPLING", false);
+    // The kernels' own switches are read once, where they are used; reading them here first makes a bad value fail
+    // the model load with the variable named instead of surfacing in the middle of a step.
+    validate_kernel_switches();
     if (const char *f = std::getenv("MODELSERVE_GPU_MEMORY_FRACTION")) {
         char *end = nullptr;
         const double v = std::strtod(f, &end);

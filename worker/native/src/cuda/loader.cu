@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "common/env.h"
 #include "common/error.h"
 #include "cuda/cuda_check.cuh"
 
@@ -28,17 +29,6 @@ namespace ms::cuda {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-long env_long(const char *name, long fallback, long lo, long hi) {
-    const char *v = std::getenv(name);
-    if (!v || !*v) return fallback;
-    char *end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (*end != '\0' || n < lo || n > hi)
-        throw Error(MS_ERR_INVALID_ARGUMENT, std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
-                                                 std::to_string(hi) + "], got \"" + v + "\"");
-    return n;
-}
 
 std::atomic<bool> g_populate_supported{true};
 

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/env.h"
 #include "cuda/cuda_check.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/pdl.cuh"
@@ -188,10 +189,8 @@ __global__ void split_reduce_kernel(const float *__restrict__ partial, int split
 
 // K splits for a grid of `tiles` output tiles: enough blocks for ~2 per SM, each split at least 4 K steps.
 int gemm_splits(int tiles, int K) {
-    static const bool off = [] {  // MODELSERVE_CUDA_GEMM_SPLIT=0: never split K
-        const char *e = std::getenv("MODELSERVE_CUDA_GEMM_SPLIT");
-        return e && std::strcmp(e, "0") == 0;
-    }();
+    // MODELSERVE_CUDA_GEMM_SPLIT=0: never split K
+    static const bool off = !env_switch("MODELSERVE_CUDA_GEMM_SPLIT", true);
     const int sms = cuda_sm_count();
     if (off || tiles >= sms) return 1;
     const int nk = (K + BK - 1) / BK;

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <utility>
 
+#include "common/env.h"
+
 namespace ms::cuda {
 
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
@@ -21,10 +23,7 @@ __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.lau
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 inline bool pdl_enabled() {
-    static const bool on = [] {
-        const char *e = std::getenv("MODELSERVE_CUDA_PDL");
-        return !(e && std::strcmp(e, "0") == 0);
-    }();
+    static const bool on = env_switch("MODELSERVE_CUDA_PDL", true);
     return on;
 }
 

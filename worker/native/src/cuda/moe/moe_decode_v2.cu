@@ -38,6 +38,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "common/env.h"
 #include "cuda/moe/moe_group.cuh"
 #include "cuda/moe/moe_mxfp4_common.cuh"
 
@@ -515,10 +516,7 @@ void launch_matmul_v2(const V2Args &a, cudaStream_t stream) {
 }  // namespace
 
 bool decode_v2_enabled() {
-  static const bool on = [] {
-    const char *e = std::getenv("MODELSERVE_MOE_DECODE_V2");  // off by default until it has run on a GPU
-    return e && std::strcmp(e, "1") == 0;
-  }();
+  static const bool on = env_switch("MODELSERVE_MOE_DECODE_V2", false);  // off by default until it has run on a GPU
   return on;
 }
 

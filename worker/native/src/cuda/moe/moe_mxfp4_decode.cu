@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/env.h"
 #include "cuda/moe/moe_mxfp4_common.cuh"
 
 namespace ms::cuda::moe {
@@ -22,19 +23,13 @@ namespace {
 // warps per block doubles the warps that hide the dequantisation's and the mma's latencies (the kernel is bound by
 // instruction issue as much as by DRAM at batch 1). MODELSERVE_MOE_DECODE_WARPS=4 restores the previous shape.
 int decode_warps() {
-  static const int w = [] {
-    const char *e = std::getenv("MODELSERVE_MOE_DECODE_WARPS");
-    return e && std::atoi(e) == 4 ? 4 : 8;
-  }();
+  static const int w = env_choice("MODELSERVE_MOE_DECODE_WARPS", 8, {4, 8});
   return w;
 }
 // Row-group buffers of the persistent batch 1-2 kernel: 2 (double-buffered); MODELSERVE_MOE_DECODE_BUFS=3 streams two
 // row groups ahead (fewer resident blocks: shared memory).
 int decode_bufs() {
-  static const int b = [] {
-    const char *e = std::getenv("MODELSERVE_MOE_DECODE_BUFS");
-    return e && std::atoi(e) == 3 ? 3 : 2;
-  }();
+  static const int b = env_choice("MODELSERVE_MOE_DECODE_BUFS", 2, {2, 3});
   return b;
 }
 

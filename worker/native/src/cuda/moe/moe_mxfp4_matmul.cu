@@ -14,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "common/env.h"
 #include "cuda/moe/moe_mxfp4_common.cuh"
 
 namespace ms::cuda::moe {
@@ -218,16 +219,11 @@ void prepare_prefill() {
 
 int choose_token_tile(int n_tokens, int top_k, int n_experts) {
   // MODELSERVE_MOE_TOKEN_TILE=8|16|64|128 forces a tile (for benchmarks; 128 = the v2 prefill kernel); read once.
-  static const int forced = [] {
-    const char *e = std::getenv("MODELSERVE_MOE_TOKEN_TILE");
-    const int v = e ? std::atoi(e) : 0;
-    return v == kDecodeTokenTile || v == kMidTokens || v == kTokens || v == kPrefillV2TokenTile ? v : 0;
-  }();
+  static const int forced =
+      env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {kDecodeTokenTile, kMidTokens, kTokens, kPrefillV2TokenTile});
   if (forced) return forced;
-  static const bool no_mid = [] {  // MODELSERVE_MOE_MID_TILE=0: tiles of 8 up to 8 pairs per expert, then 64 (as before)
-    const char *e = std::getenv("MODELSERVE_MOE_MID_TILE");
-    return e && std::strcmp(e, "0") == 0;
-  }();
+  // MODELSERVE_MOE_MID_TILE=0: tiles of 8 up to 8 pairs per expert, then 64 (as before)
+  static const bool no_mid = !env_switch("MODELSERVE_MOE_MID_TILE", true);
   if (no_mid) return (long long)n_tokens * top_k <= 8LL * n_experts ? kDecodeTokenTile : kTokens;
   // Decode (<= 4 (token, expert) pairs per expert on average): many small blocks, every SM streaming weights. Mid
   // batches (<= 24 per expert): tiles of 16, so an expert's weights are read and dequantised once for up to 16 of
@@ -237,10 +233,7 @@ int choose_token_tile(int n_tokens, int top_k, int n_experts) {
   if (pairs <= 24LL * n_experts) return kMidTokens;
   // MODELSERVE_MOE_PREFILL_V2=1: moe_mxfp4_prefill_v2.cu's tile of 128 instead of the tile-64 kernel above (off by
   // default until it has run on a GPU).
-  static const bool v2 = [] {
-    const char *e = std::getenv("MODELSERVE_MOE_PREFILL_V2");
-    return e && std::strcmp(e, "1") == 0;
-  }();
+  static const bool v2 = env_switch("MODELSERVE_MOE_PREFILL_V2", false);
   return v2 ? kPrefillV2TokenTile : kTokens;
 }
 
