@@ -22,6 +22,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_model.cuh"
 #include "cuda/executor.cuh"
+#include "cli_args.h"
 #include "synthetic_shape.cuh"
 
 namespace {
@@ -223,19 +224,12 @@ void run_shape(const std::string &shape, int decode_steps, int prompt_len, doubl
 int main(int argc, char **argv) {
     std::string shape = "all", out;
     int decode_steps = 64, context = 128;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "%s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        if (a == "--shape") shape = next();
-        else if (a == "--decode-steps") decode_steps = std::stoi(next());
-        else if (a == "--context") context = std::stoi(next());
-        else if (a == "--out") out = next();
+    for (ms_tools::CliArgs args(argc, argv); args.next();) {
+        const std::string a = args.name();
+        if (a == "--shape") shape = args.value();
+        else if (a == "--decode-steps") decode_steps = args.int_value();
+        else if (a == "--context") context = args.int_value();
+        else if (a == "--out") out = args.value();
         else {
             std::fprintf(stderr, "usage: bench_cuda [--shape 20b|120b|all] [--decode-steps N] [--context N] [--out F]\n");
             return 2;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_args.h"
 #include "cuda/moe/moe.cuh"
 #include "cuda/moe/moe_internal.cuh"
 
@@ -119,11 +120,11 @@ float time_ms(cudaStream_t s, int iters, const std::function<void()> &fn) {
 int main(int argc, char **argv) {
   int L = 24, E = 32, iters = 20;
   const int H = 2880, I = 2880;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--layers") L = std::atoi(argv[i + 1]);
-    else if (a == "--experts") E = std::atoi(argv[i + 1]);
-    else if (a == "--iters") iters = std::atoi(argv[i + 1]);
+  for (ms_tools::CliArgs args(argc, argv); args.next();) {
+    const std::string a = args.name();
+    if (a == "--layers") L = args.int_value();
+    else if (a == "--experts") E = args.int_value();
+    else if (a == "--iters") iters = args.int_value();
     else {
       std::fprintf(stderr, "bench_cuda_moe: unknown option %s\n", a.c_str());
       return 2;

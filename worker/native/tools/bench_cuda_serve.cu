@@ -21,6 +21,7 @@
 #include "cuda/executor.cuh"
 #include "model/model.h"
 #include "runtime/model_executor.h"
+#include "cli_args.h"
 #include "serve_bench.h"
 #include "synthetic_shape.cuh"
 
@@ -42,38 +43,26 @@ int main(int argc, char **argv) {
     int threads = 0;
     double memory_fraction = 0.9, kv_gib = 0;
     ms_tools::ServeBenchOptions o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "%s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        try {
-            if (a == "--shape") shape = next();
-            else if (a == "--checkpoint") checkpoint = next();
-            else if (a == "--backend") backend = next();
-            else if (a == "--threads") threads = std::stoi(next());
-            else if (a == "--requests") o.requests = std::stoi(next());
-            else if (a == "--prompt") o.prompt = std::stoi(next());
-            else if (a == "--output") o.output = std::stoi(next());
-            else if (a == "--seed") o.seed = std::stoull(next());
-            else if (a == "--temperature") o.temperature = std::stof(next());
-            else if (a == "--max-seqs") o.max_seqs = std::stoi(next());
-            else if (a == "--max-batched-tokens") o.max_batched_tokens = std::stoi(next());
-            else if (a == "--gpu-memory-fraction") memory_fraction = std::stod(next());
-            else if (a == "--kv-gib") kv_gib = std::stod(next());
-            else if (a == "--block-size") o.kv_block_size = std::stoi(next());
-            else if (a == "--no-prefix-caching") o.prefix_caching = false;
-            else if (a == "--max-seconds") o.max_seconds = std::stod(next());
-            else if (a == "--out") out = next();
-            else usage();
-        } catch (const std::logic_error &) {  // std::stoi and friends
-            std::fprintf(stderr, "%s: not a number\n", a.c_str());
-            return 2;
-        }
+    for (ms_tools::CliArgs args(argc, argv); args.next();) {
+        const std::string a = args.name();
+        if (a == "--shape") shape = args.value();
+        else if (a == "--checkpoint") checkpoint = args.value();
+        else if (a == "--backend") backend = args.value();
+        else if (a == "--threads") threads = args.int_value();
+        else if (a == "--requests") o.requests = args.int_value();
+        else if (a == "--prompt") o.prompt = args.int_value();
+        else if (a == "--output") o.output = args.int_value();
+        else if (a == "--seed") o.seed = args.u64_value();
+        else if (a == "--temperature") o.temperature = float(args.double_value());
+        else if (a == "--max-seqs") o.max_seqs = args.int_value();
+        else if (a == "--max-batched-tokens") o.max_batched_tokens = args.int_value();
+        else if (a == "--gpu-memory-fraction") memory_fraction = args.double_value();
+        else if (a == "--kv-gib") kv_gib = args.double_value();
+        else if (a == "--block-size") o.kv_block_size = args.int_value();
+        else if (a == "--no-prefix-caching") o.prefix_caching = false;
+        else if (a == "--max-seconds") o.max_seconds = args.double_value();
+        else if (a == "--out") out = args.value();
+        else usage();
     }
     if (shape.empty() == checkpoint.empty()) {
         std::fprintf(stderr, "give exactly one of --shape 20b|120b and --checkpoint DIR\n");
