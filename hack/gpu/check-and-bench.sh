@@ -53,7 +53,7 @@ else
 fi
 
 if [[ -x $build/engine_cuda_tests && $status_build == ok* ]]; then
-  timeout 150 $build/engine_cuda_tests >"$out/tests.log" 2>&1
+  timeout 240 $build/engine_cuda_tests >"$out/tests.log" 2>&1
   rc=$?
   status_tests="$(grep -E '^\[  PASSED  \]' "$out/tests.log" | head -1) $(grep -E '^\[  FAILED  \] [0-9]+ tests?,' "$out/tests.log" | head -1) (rc $rc)"
   grep -E '^\[  FAILED  \]|cuda reference|Failure|error' "$out/tests.log" | head -40
