@@ -2,7 +2,7 @@
 # Everything issue 10 measures, in one call of the run tool (one GPU, ≤ 10 minutes), most important first so that a
 # cut-off run still has the check and the headline figures:
 #   1. hack/gpu/check-and-bench.sh --shape all --no-serve: build, engine_cuda_tests, bench_cuda 20b and 120b;
-#   2. A/B of the opt-in CUDA kernels on the same GPU (bench_cuda --shape 20b with each one on; bench_cuda_moe)
+#   2. A/B of the CUDA kernel switches on the same GPU (bench_cuda --shape 20b with each one off; bench_cuda_moe)
 #      — 1 and 2 are hack/gpu/kernel-check.sh;
 #   3. the worker over HTTP (hack/gpu/worker-bench.sh: CUDA addon, synthetic 20b, load generator at c=1 and 32), its
 #      addon built in the background while 1-2 run;
@@ -29,9 +29,6 @@ prebuild=$!
 
 # 1 and 2.
 SHAPE=all hack/gpu/kernel-check.sh
-
-# 3 and 4 go through the serving engine: sampling on the GPU (opt-in until measured) unless the caller says 0.
-export MODELSERVE_CUDA_DEVICE_SAMPLING=${MODELSERVE_CUDA_DEVICE_SAMPLING:-1}
 
 # 3.
 wait $prebuild; tail -2 "$out/addon-prebuild.log"

@@ -3,7 +3,6 @@
 // Decode: one CUDA graph per batch size running all layers; the bytes counted are the weights actually touched
 // (router + every distinct chosen expert of each layer, read back once before timing). Figures are reported against
 // the nominal 3.0 TB/s and against a device-to-device copy measured in the same run (read + write counted).
-// At <= 8 tokens both decode paths (v1 kernels, v2 = moe_decode_v2.cu) are timed in the same run.
 // Usage: bench_cuda_moe [--layers N] [--experts E] [--iters N]
 #include <cuda_runtime.h>
 
@@ -158,22 +157,14 @@ int main(int argc, char **argv) {
   std::printf("bench_cuda_moe: %s, %d SMs; MoE block at H=%d I=%d E=%d top-4, %d layers, random MXFP4 weights\n",
               prop.name, prop.multiProcessorCount, H, I, E, L);
   std::printf("device-to-device copy (read+write): %.0f GB/s\n", copy_gbs);
-  std::printf("decode path v2 (MODELSERVE_MOE_DECODE_V2, default %s) runs at <= 8 tokens; both paths are timed there\n",
-              ms::cuda::moe::decode_v2_enabled() ? "on" : "off");
-  std::printf("%-8s %4s %10s %12s %10s %10s %10s %12s\n", "tokens", "path", "us/step", "GB touched", "GB/s",
+  std::printf("%-8s %4s %10s %12s %10s %10s %10s %12s\n", "tokens", "tile", "us/step", "GB touched", "GB/s",
               "vs 3.0TB/s", "vs copy", "us/layer");
 
   namespace m = ms::cuda::moe;
-  struct Run {
-    int T;
-    m::DecodePath path;
-  };
-  const Run runs[] = {{1, m::DecodePath::V1}, {1, m::DecodePath::V2}, {8, m::DecodePath::V1},
-                      {8, m::DecodePath::V2}, {64, m::DecodePath::V1}, {1024, m::DecodePath::V1}};
-  for (const Run &run : runs) {
-    const int T = run.T;
+  const int runs[] = {1, 8, 64, 1024};
+  for (const int T : runs) {
     auto forward = [&](const ms::cuda::MoeLayer &l) {
-      m::forward(l, x, T, res, ws, stream, ms::cuda::MoeNextNorm{}, run.path);
+      ms::cuda::moe_forward(l, x, T, res, ws, stream, ms::cuda::MoeNextNorm{});
     };
     // Bytes touched: router + distinct experts per layer (routing read back once, outside the timing).
     double bytes = 0;
@@ -194,8 +185,7 @@ int main(int argc, char **argv) {
     check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     const float ms = time_ms(stream, T >= 1024 ? 5 : iters, [&] { cudaGraphLaunch(exec, stream); });
     const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("%-8d %4s %10.1f %12.3f %10.0f %9.1f%% %9.1f%% %12.2f\n", T,
-                run.path == m::DecodePath::V2 ? "v2" : "v1", ms * 1e3, bytes / 1e9, gbs, 100 * gbs / 3000,
+    std::printf("%-8d %4d %10.1f %12.3f %10.0f %9.1f%% %9.1f%% %12.2f\n", T, m::choose_token_tile(T, 4, E), ms * 1e3, bytes / 1e9, gbs, 100 * gbs / 3000,
                 100 * gbs / copy_gbs, ms * 1e3 / L);
     if (T == 1024) {
       const double flops = double(L) * T * 4 * (2.0 * 2 * I * H + 2.0 * H * I);
@@ -209,14 +199,12 @@ int main(int argc, char **argv) {
   // Where the time goes: each stage alone over all layers (same routing as a full forward leaves behind). The matmul
   // stages also show the weight bandwidth (distinct experts of that routing x bytes per expert / time).
   std::printf("\nstage breakdown, us per layer (each stage alone, stream launches, no graph; at <= 8 tokens the\n"
-              "router kernel also groups and moe_forward skips the group kernel; v2: router = router + top-k + group)\n"
+              "router kernel also groups and moe_forward skips the group kernel)\n"
               "%-8s %4s %8s %8s %8s %8s %8s %9s %9s\n",
-              "tokens", "path", "router", "group", "gate_up", "down", "combine", "gu TB/s", "dn TB/s");
-  for (const Run &run : runs) {
-    const int T = run.T;
-    const bool v2 = run.path == m::DecodePath::V2;
+              "tokens", "tile", "router", "group", "gate_up", "down", "combine", "gu TB/s", "dn TB/s");
+  for (const int T : runs) {
     const int tile = m::choose_token_tile(T, 4, E);
-    m::forward(layers[0], x, T, res, ws, stream, ms::cuda::MoeNextNorm{}, run.path);
+    ms::cuda::moe_forward(layers[0], x, T, res, ws, stream, ms::cuda::MoeNextNorm{});
     const auto w = m::carve_workspace(layers[0], T, ws);
     std::vector<int> ids(size_t(T) * 4);
     check(cudaMemcpyAsync(ids.data(), w.topk_ids, ids.size() * sizeof(int), cudaMemcpyDeviceToHost, stream), "ids");
@@ -229,21 +217,12 @@ int main(int argc, char **argv) {
                for (int l = 0; l < L; ++l) stage(layers[l]);
              }) / L;
     };
-    double r, g = 0, gu, d;
-    if (v2) {
-      r = per_layer([&](const auto &l) { m::launch_router_group_v2(l, x, T, w, stream); });
-      gu = per_layer([&](const auto &l) { m::launch_gate_up_v2(l, T, w, stream); });
-      d = per_layer([&](const auto &l) { m::launch_down_v2(l, T, w, stream); });
-    } else {
-      r = per_layer([&](const auto &l) { m::launch_router_topk(l, x, T, tile, w, stream); });
-      g = per_layer([&](const auto &l) { m::launch_group(l, T, tile, w, stream); });
-      gu = per_layer([&](const auto &l) { m::launch_gate_up_swiglu(l, T, tile, w, stream); });
-      d = per_layer([&](const auto &l) { m::launch_down(l, T, tile, w, stream); });
-    }
+    const double r = per_layer([&](const auto &l) { m::launch_router_topk(l, x, T, tile, w, stream); });
+    const double g = per_layer([&](const auto &l) { m::launch_group(l, T, tile, w, stream); });
+    const double gu = per_layer([&](const auto &l) { m::launch_gate_up_swiglu(l, T, tile, w, stream); });
+    const double d = per_layer([&](const auto &l) { m::launch_down(l, T, tile, w, stream); });
     const double c = per_layer([&](const auto &l) { m::launch_combine(l, T, res, w, stream); });
-    char gs[16] = "-";
-    if (!v2) std::snprintf(gs, sizeof gs, "%.2f", g);
-    std::printf("%-8d %4s %8.2f %8s %8.2f %8.2f %8.2f %9.2f %9.2f\n", T, v2 ? "v2" : "v1", r, gs, gu, d, c,
+    std::printf("%-8d %4d %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f\n", T, tile, r, g, gu, d, c,
                 gu_bytes / (gu * 1e-6) / 1e12, dn_bytes / (d * 1e-6) / 1e12);
   }
   check(cudaDeviceSynchronize(), "end");

@@ -312,9 +312,9 @@ AttentionPlan plan_attention(int T, int nkv, int max_tokens_per_seq) {
     // MODELSERVE_CUDA_ATTN_PLAN=0: one block per (token, kv head), as before
     static const bool plain = !env_switch("MODELSERVE_CUDA_ATTN_PLAN", true);
     if (plain) return p;
-    // MODELSERVE_CUDA_PREFILL_ATTN=1: prefill chunks on the tensor-core kernel. Off by default until it has run on a
-    // GPU (compiled and checked in emulation only; docs/benchmarks/cuda.md).
-    static const bool prefill_tc = env_switch("MODELSERVE_CUDA_PREFILL_ATTN", false);
+    // Prefill chunks on the tensor-core kernel (on an H100, 1,024 tokens of 20b: 1.3 ms of attention instead of 26.4;
+    // docs/benchmarks/cuda.md). MODELSERVE_CUDA_PREFILL_ATTN=0 keeps the CUDA-core kernel.
+    static const bool prefill_tc = env_switch("MODELSERVE_CUDA_PREFILL_ATTN", true);
     if (max_tokens_per_seq >= 4) {
         p.query_tile = 8;  // prefill chunks: each staged key tile serves 8 queries
         // Chunks of 8+ tokens: the tensor-core kernel (attention_prefill.cu) where it supports the shape.

@@ -18,7 +18,7 @@ namespace {
 // same defaults as here.
 void validate_kernel_switches() {
     for (const char *name : {"MODELSERVE_CUDA_PDL", "MODELSERVE_CUDA_ATTN_PLAN", "MODELSERVE_CUDA_PREFILL_ATTN",
-                             "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_DECODE_V2", "MODELSERVE_MOE_MID_TILE",
+                             "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_MID_TILE",
                              "MODELSERVE_MOE_PREFILL_V2"})
         env_switch(name, false);
     env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
@@ -32,8 +32,9 @@ ExecutorOptions executor_options_from_env() {
     ExecutorOptions o;
     o.exact_matmul = env_switch("MODELSERVE_CUDA_EXACT", o.exact_matmul);
     o.cuda_graphs = env_switch("MODELSERVE_CUDA_GRAPHS", o.cuda_graphs);
-    // Device sampling is opt-in (=1) for the engine until it has run on a GPU (docs/benchmarks/cuda.md).
-    o.device_sampling = env_switch("MODELSERVE_CUDA_DEVICE_SAMPLING", false);
+    // Greedy and temperature rows are sampled on the GPU (one host sync per step: the token ids); =0 copies every
+    // row's logits to the host and samples there.
+    o.device_sampling = env_switch("MODELSERVE_CUDA_DEVICE_SAMPLING", o.device_sampling);
     // The kernels' own switches are read once, where they are used; reading them here first makes a bad value fail
     // the model load with the variable named instead of surfacing in the middle of a step.
     validate_kernel_switches();

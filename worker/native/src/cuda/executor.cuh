@@ -28,9 +28,8 @@ struct ExecutorOptions {
     // Time each stage with CUDA events (off the graph path); read with profile().
     bool profile = false;
     // forward_sample (the serving engine's path): greedy and plain-temperature rows sampled on the GPU, only token ids
-    // and the logits of the other rows come back. Off (can_sample_on_device() false: the engine copies every row's
-    // logits and samples on the CPU, as before) unless MODELSERVE_CUDA_DEVICE_SAMPLING=1 (executor_options_from_env)
-    // until it has been measured on a GPU; tests set it directly.
+    // and the logits of the other rows come back. MODELSERVE_CUDA_DEVICE_SAMPLING=0 (executor_options_from_env) turns
+    // it off: can_sample_on_device() false, the engine copies every row's logits and samples on the CPU.
     bool device_sampling = true;
 };
 

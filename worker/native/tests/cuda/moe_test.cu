@@ -250,10 +250,9 @@ TEST(MoeForwardNextNorm, WritesRmsNormOfTheUpdatedResidual) {
   for (float *p : {dx, dres, dres2, dgain}) cudaFree(p);
 }
 
-// Decode path v2 (moe_decode_v2.cu) and v1 in the same binary, against the CPU engine at every batch size up to its
-// threshold (8 tokens) and one past it (9: v2 asked for, v1 runs). Shapes: tiny dims with odd block counts, experts
-// hit by every token (E = top_k = 4: tiles of up to 8 slots), top_k 8 (64 pairs), the 20b shape and a 120b-like one
-// (128 experts, same hidden). v2 must also be bitwise reproducible (a second run compared with the first).
+// The decode kernels against the CPU engine at every batch size up to the decode tile (8 tokens) and one past it.
+// Shapes: tiny dims with odd block counts, experts hit by every token (E = top_k = 4: tiles of up to 8 slots), top_k 8
+// (64 pairs), the 20b shape and a 120b-like one (128 experts, same hidden).
 struct DecodeShape {
   int E, K, H, I;
   std::vector<int> tokens;
@@ -262,9 +261,9 @@ struct DecodeShape {
 
 void PrintTo(const DecodeShape &c, std::ostream *os) { *os << "E" << c.E << "_K" << c.K << "_H" << c.H << "_I" << c.I; }
 
-class MoeDecodePaths : public ::testing::TestWithParam<DecodeShape> {};
+class MoeDecode : public ::testing::TestWithParam<DecodeShape> {};
 
-TEST_P(MoeDecodePaths, BothPathsMatchCpuEngine) {
+TEST_P(MoeDecode, MatchesCpuEngine) {
   REQUIRE_DEVICE();
   const DecodeShape c = GetParam();
   const HostMoe m = random_moe(c.seed, c.E, c.K, c.H, c.I);
@@ -280,23 +279,14 @@ TEST_P(MoeDecodePaths, BothPathsMatchCpuEngine) {
     ASSERT_GT(scale, 0.f);
     const float tol = 2e-3f * scale;
     float *dx = to_device(x);
-    std::vector<float> first_v2;
-    for (const moe::DecodePath path : {moe::DecodePath::V1, moe::DecodePath::V2, moe::DecodePath::V2}) {
-      const char *name = path == moe::DecodePath::V1 ? "v1" : "v2";
+    const char *name = "decode";
+    {
       float *dres = to_device(residual);
-      moe::forward(dm.layer, dx, T, dres, ws.p, nullptr, MoeNextNorm{}, path);
+      moe_forward(dm.layer, dx, T, dres, ws.p, nullptr, MoeNextNorm{});
       check_cuda(cudaDeviceSynchronize(), "moe forward");
       std::vector<float> got(size_t(T) * c.H);
       check_cuda(cudaMemcpy(got.data(), dres, got.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
       cudaFree(dres);
-      if (path == moe::DecodePath::V2) {
-        if (first_v2.empty()) {
-          first_v2 = got;
-        } else {  // the second v2 run: bitwise equal to the first
-          ASSERT_EQ(0, std::memcmp(first_v2.data(), got.data(), got.size() * sizeof(float))) << "T " << T;
-          continue;
-        }
-      }
       int skipped = 0;
       double worst = 0;
       for (int t = 0; t < T; ++t) {
@@ -320,7 +310,7 @@ TEST_P(MoeDecodePaths, BothPathsMatchCpuEngine) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, MoeDecodePaths,
+INSTANTIATE_TEST_SUITE_P(Shapes, MoeDecode,
                          ::testing::Values(DecodeShape{8, 2, 128, 96, {1, 2, 3, 4, 5, 6, 7, 8, 9}, 51},
                                            DecodeShape{4, 4, 256, 64, {1, 2, 4, 8}, 52},
                                            DecodeShape{16, 8, 192, 160, {1, 3, 8}, 53},
@@ -329,134 +319,6 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoeDecodePaths,
                          [](const ::testing::TestParamInfo<DecodeShape> &info) {
                            return ::testing::PrintToString(info.param);
                          });
-
-// The v2 router kernel alone: top-k ids and weights against the CPU, batches of 1..8 tokens, 32 and 128 experts; its
-// grouping (tiles, slots, expert offsets) equals v1's fused grouping whenever the two chose the same experts.
-TEST(MoeRouterV2, TopkWeightsAndGroupingMatch) {
-  REQUIRE_DEVICE();
-  for (const int E : {32, 128}) {
-    const int K = 4, H = 2880;
-    const HostMoe m = random_moe(60 + E, E, K, H, 32);
-    DeviceMoe dm(m);
-    DeviceBuffer ws(moe_workspace_bytes(dm.layer, 8));
-    const std::vector<float> rb = bf16_vec_to_f32(m.router_b, 0, E);
-    int compared = 0, total = 0, same_routing = 0, batches = 0;
-    for (int batch = 0; batch < 24; ++batch) {
-      const int T = 1 + batch % 8;
-      const std::vector<float> x = random_f32(61 + batch, size_t(T) * H, 1.0f);
-      Reference ref;
-      ref.logits.resize(size_t(T) * E);
-      std::vector<int> ids(size_t(T) * K);
-      std::vector<float> wts(size_t(T) * K);
-      matmul_bf16_rows(Simd::Scalar, x.data(), T, H, m.router_w.data(), rb.data(), H, 0, E, ref.logits.data(), E);
-      for (int t = 0; t < T; ++t)
-        router_topk_softmax(&ref.logits[size_t(t) * E], E, K, &ids[size_t(t) * K], &wts[size_t(t) * K]);
-      const moe::Workspace w = moe::carve_workspace(dm.layer, T, ws.p);
-      float *dx = to_device(x);
-      const int P = T * K, n_tiles_cap = moe::max_tiles(P, E, moe::kMinTokenTile);
-      struct Grouping {
-        std::vector<int> ids, slot_token, slot_of, off, tiles;
-        std::vector<float> wts;
-        int n_tiles = 0;
-      } got[2];
-      for (int v = 0; v < 2; ++v) {
-        if (v == 0) moe::launch_router_topk(dm.layer, dx, T, moe::kMinTokenTile, w, nullptr);
-        else moe::launch_router_group_v2(dm.layer, dx, T, w, nullptr);
-        check_cuda(cudaDeviceSynchronize(), "router");
-        Grouping &g = got[v];
-        g.ids.resize(P);
-        g.wts.resize(P);
-        g.slot_token.resize(P);
-        g.slot_of.resize(P);
-        g.off.resize(E + 1);
-        check_cuda(cudaMemcpy(g.ids.data(), w.topk_ids, P * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-        check_cuda(cudaMemcpy(g.wts.data(), w.topk_w, P * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
-        check_cuda(cudaMemcpy(g.slot_token.data(), w.slot_token, P * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-        check_cuda(cudaMemcpy(g.slot_of.data(), w.slot_of, P * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-        check_cuda(cudaMemcpy(g.off.data(), w.expert_off, (E + 1) * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-        check_cuda(cudaMemcpy(&g.n_tiles, w.n_tiles, sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-        ASSERT_GE(g.n_tiles, 1);
-        ASSERT_LE(g.n_tiles, n_tiles_cap);
-        g.tiles.resize(size_t(g.n_tiles) * 4);
-        check_cuda(cudaMemcpy(g.tiles.data(), w.tiles, g.tiles.size() * sizeof(int), cudaMemcpyDeviceToHost), "D2H");
-      }
-      cudaFree(dx);
-      ++batches;
-      for (int t = 0; t < T; ++t) {
-        ++total;
-        if (near_tie(ref, t, E, K, kTieGap)) continue;
-        ++compared;
-        for (int j = 0; j < K; ++j) {
-          ASSERT_EQ(got[1].ids[t * K + j], ids[t * K + j]) << "E " << E << " T " << T << " token " << t;
-          ASSERT_NEAR(got[1].wts[t * K + j], wts[t * K + j], 2e-6f) << "E " << E << " T " << T << " token " << t;
-        }
-      }
-      // v2's grouping is self-consistent: slots of one expert in (token, choice) order, one tile per active expert.
-      for (int i = 0; i < P; ++i) ASSERT_EQ(got[1].slot_token[got[1].slot_of[i]], i / K);
-      for (int ti = 0; ti < got[1].n_tiles; ++ti) {
-        const int *tl = &got[1].tiles[size_t(ti) * 4];
-        ASSERT_EQ(tl[1], got[1].off[tl[0]]);
-        ASSERT_EQ(tl[2], got[1].off[tl[0] + 1] - got[1].off[tl[0]]);
-        ASSERT_LE(tl[2], moe::kMinTokenTile);
-        if (ti > 0) ASSERT_GT(tl[0], got[1].tiles[size_t(ti - 1) * 4]);
-      }
-      if (got[0].ids == got[1].ids) {
-        ++same_routing;
-        EXPECT_EQ(got[0].n_tiles, got[1].n_tiles);
-        EXPECT_EQ(got[0].slot_token, got[1].slot_token);
-        EXPECT_EQ(got[0].slot_of, got[1].slot_of);
-        EXPECT_EQ(got[0].off, got[1].off);
-        for (int ti = 0; ti < std::min(got[0].n_tiles, got[1].n_tiles); ++ti)
-          for (int q = 0; q < 3; ++q) EXPECT_EQ(got[0].tiles[ti * 4 + q], got[1].tiles[ti * 4 + q]) << "tile " << ti;
-      }
-    }
-    EXPECT_GE(compared, total * 9 / 10);
-    EXPECT_GE(same_routing, batches * 3 / 4) << "v1 and v2 routers disagree too often to compare their grouping";
-  }
-}
-
-TEST(MoeRouterV2, EqualLogitsPickLowerExpertIndexFirst) {
-  REQUIRE_DEVICE();
-  expect_lower_index_wins_ties(
-      [](const MoeLayer &l, const float *x, int T, const moe::Workspace &w) {
-        moe::launch_router_group_v2(l, x, T, w, nullptr);
-      },
-      true);
-}
-
-// v2 under CUDA graph capture (as the executor and bench_cuda_moe run it), replayed: same bits as stream launches.
-TEST(MoeDecodeV2, GraphReplayEqualsStreamLaunch) {
-  REQUIRE_DEVICE();
-  const int E = 32, K = 4, H = 512, I = 256, T = 5;
-  const HostMoe m = random_moe(71, E, K, H, I);
-  const std::vector<float> x = random_f32(72, size_t(T) * H, 1.0f);
-  const std::vector<float> residual = random_f32(73, size_t(T) * H, 1.0f);
-  DeviceMoe dm(m);
-  DeviceBuffer ws(moe_workspace_bytes(dm.layer, 8));
-  float *dx = to_device(x), *d1 = to_device(residual), *d2 = to_device(residual);
-  cudaStream_t s;
-  check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
-  moe::forward(dm.layer, dx, T, d1, ws.p, s, MoeNextNorm{}, moe::DecodePath::V2);
-  moe::forward(dm.layer, dx, T, d1, ws.p, s, MoeNextNorm{}, moe::DecodePath::V2);  // added twice
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture");
-  moe::forward(dm.layer, dx, T, d2, ws.p, s, MoeNextNorm{}, moe::DecodePath::V2);
-  check_cuda(cudaStreamEndCapture(s, &graph), "end capture");
-  check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  check_cuda(cudaGraphLaunch(exec, s), "replay");
-  check_cuda(cudaGraphLaunch(exec, s), "replay");
-  check_cuda(cudaStreamSynchronize(s), "sync");
-  std::vector<float> r1(size_t(T) * H), r2(r1.size());
-  check_cuda(cudaMemcpy(r1.data(), d1, r1.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
-  check_cuda(cudaMemcpy(r2.data(), d2, r2.size() * sizeof(float), cudaMemcpyDeviceToHost), "D2H");
-  EXPECT_EQ(0, std::memcmp(r1.data(), r2.data(), r1.size() * sizeof(float)));
-  EXPECT_NE(0, std::memcmp(r1.data(), residual.data(), r1.size() * sizeof(float)));
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(s);
-  for (float *p : {dx, d1, d2}) cudaFree(p);
-}
 
 TEST(MoeForwardValidation, BadShapesAreRejectedWithTheFieldName) {
   MoeLayer l{};
@@ -483,8 +345,8 @@ TEST(MoeForwardValidation, BadShapesAreRejectedWithTheFieldName) {
 }
 
 
-// Prefill kernel v2 (token tile 128, moe_mxfp4_prefill_v2.cu, opt-in with MODELSERVE_MOE_PREFILL_V2=1) and the
-// tile-64 kernel (the default), both in the same binary: the tile is forced through the launchers. Each expert matmul is
+// Prefill kernel v2 (token tile 128, moe_mxfp4_prefill_v2.cu, the default; MODELSERVE_MOE_PREFILL_V2=0 turns it off)
+// and the tile-64 kernel, both in the same binary: the tile is forced through the launchers. Each expert matmul is
 // checked on its own against the CPU engine's matmul_mxfp4_rows fed with the GPU's own fp16 inputs (xh for gate_up,
 // act for down), so the only differences are the fp32 summation order and, for gate_up, the fp16 rounding of the
 // SwiGLU output: gate_up within 1e-3 of each value + 1e-4 of the largest, down within 1e-4 of the largest |dn|.
@@ -666,7 +528,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoePrefillTiles,
                            return ::testing::PrintToString(info.param);
                          });
 
-// The whole block through moe_forward at prefill sizes (its default tile: 64, or 128 with MODELSERVE_MOE_PREFILL_V2=1),
+// The whole block through moe_forward at prefill sizes (its default tile: 128, or 64 with MODELSERVE_MOE_PREFILL_V2=0),
 // against the CPU engine as the MoeForward cases above (small dims: the single-threaded reference stays ~1 s; the 20b
 // shape is covered by MoePrefillTiles).
 INSTANTIATE_TEST_SUITE_P(PrefillShapes, MoeForward,

@@ -223,7 +223,7 @@ void run_prefill_case(const PrefillCase &c, uint32_t seed) {
     const auto again = o_direct.host();
     EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)), 0) << "second launch differs";
 
-    // The CUDA-core kernel (the default; the tensor-core one needs MODELSERVE_CUDA_PREFILL_ATTN=1) on the same batch.
+    // The CUDA-core kernel (MODELSERVE_CUDA_PREFILL_ATTN=0; the tensor-core one is the default) on the same batch.
     ms::cuda::paged_attention(dq.get(), T, nh, nkv, hd, ds.get(), scale, c.window, dpos.get(), dseq.get(), kv,
                               o_old.get(), old_plan, nullptr, nullptr);
     const auto old = o_old.host();

@@ -1,5 +1,5 @@
 // moe_forward: validates the layer description, carves the workspace and launches the MoE kernels (router + top-k
-// [+ grouping], group when not fused, gate_up + SwiGLU, down, combine; at <= 8 tokens the decode path v2).
+// [+ grouping], group when not fused, gate_up + SwiGLU, down, combine).
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -82,41 +82,24 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
   moe::validate(l, max_tokens);
   // Kernel set-up (shared-memory opt-in, occupancy) happens here, outside any graph capture.
   moe::prepare_decode(l.hidden, l.inter, max_tokens);
-  moe::prepare_decode_v2(l, max_tokens);
   moe::prepare_prefill();
   return moe::carve_workspace(l, max_tokens, nullptr).bytes;
 }
 
-namespace moe {
-
-void forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace, cudaStream_t stream,
-             const MoeNextNorm &next_norm, DecodePath path) {
+void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace,
+                 cudaStream_t stream, const MoeNextNorm &next_norm) {
+  using namespace moe;
   validate(l, n_tokens);
   if (n_tokens == 0) return;
   if (!aligned16(x) || !aligned16(residual) || !aligned16(workspace))
     throw std::invalid_argument("moe_forward: x, residual and workspace must be 16-byte aligned");
   // Carving for n_tokens needs no more bytes than for the max_tokens the workspace was sized for (sizes are monotone).
   const Workspace w = carve_workspace(l, n_tokens, workspace);
-  const bool v2 = path == DecodePath::V2 || (path == DecodePath::Auto && decode_v2_enabled());
-  if (v2 && decode_v2_supported(l, n_tokens)) {
-    launch_router_group_v2(l, x, n_tokens, w, stream);
-    launch_gate_up_v2(l, n_tokens, w, stream);
-    launch_down_v2(l, n_tokens, w, stream);
-    launch_combine(l, n_tokens, residual, w, stream, next_norm);
-    return;
-  }
   const int tile = choose_token_tile(n_tokens, l.top_k, l.n_experts);
   if (!launch_router_topk(l, x, n_tokens, tile, w, stream)) launch_group(l, n_tokens, tile, w, stream);
   launch_gate_up_swiglu(l, n_tokens, tile, w, stream);
   launch_down(l, n_tokens, tile, w, stream);
   launch_combine(l, n_tokens, residual, w, stream, next_norm);
-}
-
-}  // namespace moe
-
-void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace,
-                 cudaStream_t stream, const MoeNextNorm &next_norm) {
-  moe::forward(l, x, n_tokens, residual, workspace, stream, next_norm, moe::DecodePath::Auto);
 }
 
 }  // namespace ms::cuda

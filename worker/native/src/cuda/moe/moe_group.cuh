@@ -67,7 +67,7 @@ inline GroupOut group_out(const Workspace &w) {
 }
 
 // Dot product of 8 bf16 weights (one 16-byte load) with 8 fp32 activations p (first 4) and q (last 4): the router
-// GEMV's inner step, v1 and v2.
+// GEMV's inner step.
 __device__ __forceinline__ float dot_bf16x8(const uint4 &w, const float4 &p, const float4 &q) {
   const uint32_t wu[4] = {w.x, w.y, w.z, w.w};
   float wf[8];

@@ -7,7 +7,6 @@
 //                 (moe_mxfp4_decode.cu for token tiles of 8, moe_mxfp4_matmul.cu for tiles of 64)
 //   mxfp4 matmul  down for every tile, bias in the epilogue -> dn[slot][hidden]
 //   combine       residual[t] += sum_j weight[t][j] * dn[slot_of[t][j]]
-// At <= 8 tokens the decode path v2 (moe_decode_v2.cu) replaces router, gate_up and down (same workspace layout).
 #pragma once
 
 #include <cstddef>
@@ -45,7 +44,7 @@ constexpr int kMinTokenTile = 8;
 int max_tiles(int n_pairs, int n_experts, int token_tile);
 Workspace carve_workspace(const MoeLayer &l, int max_tokens, void *base);
 
-// Launchers (moe_router.cu, moe_group.cu, moe_mxfp4_matmul.cu, moe_combine.cu; v2 below).
+// Launchers (moe_router.cu, moe_group.cu, moe_mxfp4_matmul.cu, moe_combine.cu).
 // Returns true when the router kernel also did the grouping (every token in one block), so launch_group is not needed.
 bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
                         cudaStream_t stream);
@@ -63,19 +62,6 @@ void prepare_prefill();
 // Token tile the matmul kernels use for a batch of n_tokens (8 for decode, larger for prefill).
 int choose_token_tile(int n_tokens, int top_k, int n_experts);
 
-// Decode path v2 (moe_decode_v2.cu), used for <= 8 tokens when hidden and inter are <= 3072: router + top-k +
-// grouping in one cluster kernel (tiles of 8), persistent gate_up + SwiGLU and down weight streams over every SM, then
-// launch_combine. MODELSERVE_MOE_DECODE_V2=0 (read once) keeps the v1 kernels; DecodePath overrides it (tests, bench).
-enum class DecodePath { Auto, V1, V2 };
-bool decode_v2_enabled();
-bool decode_v2_supported(const MoeLayer &l, int n_tokens);
-void prepare_decode_v2(const MoeLayer &l, int max_tokens);
-void launch_router_group_v2(const MoeLayer &l, const float *x, int n_tokens, const Workspace &w, cudaStream_t stream);
-void launch_gate_up_v2(const MoeLayer &l, int n_tokens, const Workspace &w, cudaStream_t stream);
-void launch_down_v2(const MoeLayer &l, int n_tokens, const Workspace &w, cudaStream_t stream);
-// moe_forward with an explicit decode path (V2 falls back to V1 where decode_v2_supported is false).
-void forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace, cudaStream_t stream,
-             const MoeNextNorm &next_norm, DecodePath path);
 
 // Programmatic dependent launch: every MoE kernel is launched with it, so the next kernel's blocks can be resident
 // (and do work that needs no predecessor output) while the current one drains. pdl_wait() blocks until the previous
