@@ -14,7 +14,7 @@ describe('worker GC flags', () => {
 
   it('are on `make worker-run`’s command line', () => {
     const mk = readFileSync(new URL('../../mk/worker.mk', import.meta.url), 'utf8');
-    const flags = /^WORKER_NODE_FLAGS := (.*)$/m.exec(mk)?.[1].trim().split(/\s+/);
+    const flags = /^WORKER_NODE_FLAGS := (.*)$/m.exec(mk)?.[1]?.trim().split(/\s+/);
     expect(flags).toEqual([...WORKER_NODE_FLAGS]);
     expect(mk).toContain('node $(WORKER_NODE_FLAGS) --import tsx worker/src/main.ts');
   });
