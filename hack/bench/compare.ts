@@ -1,6 +1,8 @@
 // `make bench-serve`: the worker's HTTP path against the engine driven directly, on the same generated checkpoint,
 // the same prompts and the same machine, in one run. Reports decode throughput as a ratio (HTTP / direct; target ≥ 0.9)
-// and the TTFT the HTTP path adds (target p99 ≤ 2 ms) at concurrency 1 and 32.
+// and the TTFT the HTTP path adds (target p99 ≤ 2 ms) at concurrency 1 and 32: per request, the client's TTFT minus
+// the worker's `engine-ttft` (its Server-Timing trailer), and, as before, the difference of the two runs' TTFT
+// percentiles (which the two runs' own spread dominates on a busy machine).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -12,6 +14,7 @@ import { WORKER_NODE_FLAGS } from '../../worker/src/gc.js';
 import { Tokenizer } from '../../worker/src/tokenizer.js';
 import { runDirect } from './lib/engine-direct.js';
 import { report, runLoad, type RequestResult } from './lib/load.js';
+import { serverTimingSummary } from './lib/server-timing.js';
 import { buildRequests, plotResults, printSummary } from './serve.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -171,6 +174,8 @@ async function main(): Promise<void> {
     http: Record<number, Record<string, unknown>>;
     /** Each request's TTFT (ms), in request order, per concurrency. */
     ttftMs: Record<number, number[]>;
+    /** Each request's Server-Timing metrics (ms), in request order, per concurrency. */
+    serverTiming: Record<number, Record<string, number>[]>;
   }[] = [];
   const httpResults: Record<number, RequestResult[]> = {};
   for (let round = 0; round < rounds; round++) {
@@ -199,6 +204,7 @@ async function main(): Promise<void> {
       );
       const http: Record<number, Record<string, unknown>> = {};
       const ttftMs: Record<number, number[]> = {};
+      const serverTiming: Record<number, Record<string, number>[]> = {};
       try {
         for (const c of levels) {
           const opts = {
@@ -210,15 +216,16 @@ async function main(): Promise<void> {
           };
           await runLoad(opts, warmupFor(c));
           const { results, durationS } = await runLoad(opts, requestsFor(c));
-          http[c] = report(results, durationS);
+          http[c] = { ...report(results, durationS), ...serverTimingSummary(results) };
           ttftMs[c] = results.map((r) => Number(r.ttftMs.toFixed(3)));
+          serverTiming[c] = results.map((r) => r.serverTiming ?? {});
           if (round === 0 && k === 0) httpResults[c] = results;
           printSummary(`HTTP (${entry.label}, round ${round + 1}), concurrency ${c}`, http[c]);
         }
       } finally {
         await worker.stop();
       }
-      runs.push({ worker: entry.label, round: round + 1, http, ttftMs });
+      runs.push({ worker: entry.label, round: round + 1, http, ttftMs, serverTiming });
     }
   }
   const http = runs[0]!.http;
@@ -238,8 +245,24 @@ async function main(): Promise<void> {
         http_p50_ttft_ms: h.p50_ttft_ms as number,
         direct_p99_ttft_ms: d.p99_ttft_ms as number,
         http_p99_ttft_ms: h.p99_ttft_ms as number,
-        added_p50_ttft_ms: (h.p50_ttft_ms as number) - (d.p50_ttft_ms as number),
-        added_p99_ttft_ms: (h.p99_ttft_ms as number) - (d.p99_ttft_ms as number),
+        // Differences of percentiles between the two runs (not per request).
+        ttft_p50_diff_ms: (h.p50_ttft_ms as number) - (d.p50_ttft_ms as number),
+        ttft_p99_diff_ms: (h.p99_ttft_ms as number) - (d.p99_ttft_ms as number),
+        // Per request: client TTFT − the worker's engine-ttft (Server-Timing), and the worker's pre/post parts.
+        added_ttft_p50_ms: h.p50_added_ttft_ms as number,
+        added_ttft_p90_ms: h.p90_added_ttft_ms as number,
+        added_ttft_p99_ms: h.p99_added_ttft_ms as number,
+        added_ttft_max_ms: h.max_added_ttft_ms as number,
+        server_recv_p50_ms: h.p50_server_recv_ms as number,
+        server_recv_p99_ms: h.p99_server_recv_ms as number,
+        server_pre_p50_ms: h.p50_server_pre_ms as number,
+        server_pre_p99_ms: h.p99_server_pre_ms as number,
+        server_post_p50_ms: h.p50_server_post_ms as number,
+        server_post_p99_ms: h.p99_server_post_ms as number,
+        unattributed_p50_ms: h.p50_unattributed_ms as number,
+        unattributed_p99_ms: h.p99_unattributed_ms as number,
+        server_timing_requests: h.server_timing_requests as number,
+        server_timing_missing: h.server_timing_missing as number,
         direct_mean_itl_ms: d.mean_itl_ms as number,
         http_mean_itl_ms: h.mean_itl_ms as number,
       };
@@ -247,19 +270,16 @@ async function main(): Promise<void> {
   );
   const several = runs.length > 1;
   console.log(
-    `\n|${several ? ' worker | round |' : ''} concurrency | direct tok/s | HTTP tok/s | ratio | TTFT p50 direct/HTTP (ms) | TTFT p99 direct/HTTP (ms) | added p99 (ms) |`,
+    `\n|${several ? ' worker | round |' : ''} concurrency | direct tok/s | HTTP tok/s | ratio | TTFT p50 direct/HTTP (ms) | TTFT p99 direct/HTTP (ms) | p99 diff of runs (ms) | added TTFT per request p50/p90/p99/max (ms) | server recv p50/p99 | server pre p50/p99 | server post p50/p99 | no Server-Timing |`,
   );
-  console.log(`|${several ? '---|---|' : ''}---|---|---|---|---|---|---|`);
+  console.log(`|${several ? '---|---|' : ''}---|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `|${several ? ` ${r.worker} | ${r.round} |` : ''} ${r.concurrency} | ${fmt(r.direct_output_tok_s, 1)} | ${fmt(r.http_output_tok_s, 1)} | ${fmt(r.throughput_ratio, 3)} | ${fmt(r.direct_p50_ttft_ms)} / ${fmt(r.http_p50_ttft_ms)} | ${fmt(r.direct_p99_ttft_ms)} / ${fmt(r.http_p99_ttft_ms)} | ${fmt(r.added_p99_ttft_ms)} |`,
+      `|${several ? ` ${r.worker} | ${r.round} |` : ''} ${r.concurrency} | ${fmt(r.direct_output_tok_s, 1)} | ${fmt(r.http_output_tok_s, 1)} | ${fmt(r.throughput_ratio, 3)} | ${fmt(r.direct_p50_ttft_ms)} / ${fmt(r.http_p50_ttft_ms)} | ${fmt(r.direct_p99_ttft_ms)} / ${fmt(r.http_p99_ttft_ms)} | ${fmt(r.ttft_p99_diff_ms)} | ${fmt(r.added_ttft_p50_ms)} / ${fmt(r.added_ttft_p90_ms)} / ${fmt(r.added_ttft_p99_ms)} / ${fmt(r.added_ttft_max_ms)} | ${fmt(r.server_recv_p50_ms)} / ${fmt(r.server_recv_p99_ms)} | ${fmt(r.server_pre_p50_ms)} / ${fmt(r.server_pre_p99_ms)} | ${fmt(r.server_post_p50_ms)} / ${fmt(r.server_post_p99_ms)} | ${r.server_timing_missing} of ${r.server_timing_missing + r.server_timing_requests} |`,
     );
   }
   mkdirSync(join(values.out!, '..'), { recursive: true });
-  writeFileSync(
-    values.out!,
-    JSON.stringify({ checkpoint: dir, engineOptions, rows, direct, http, ...(several ? { runs } : {}) }, null, 1),
-  );
+  writeFileSync(values.out!, JSON.stringify({ checkpoint: dir, engineOptions, rows, direct, http, runs }, null, 1));
   const top = levels[levels.length - 1]!;
   writeFileSync(
     values.out!.replace(/\.json$/, '.html'),

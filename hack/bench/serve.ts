@@ -9,6 +9,7 @@ import { Tokenizer } from '../../worker/src/tokenizer.js';
 import { progressBar, report, runLoad, type BenchRequest, type RequestResult } from './lib/load.js';
 import { plotHtml } from './lib/plot.js';
 import { makeRng, promptTokens } from './lib/prompts.js';
+import { formatServerTiming, serverTimingSummary } from './lib/server-timing.js';
 import { readAzureTrace } from './lib/trace.js';
 
 export interface ServeBenchOptions {
@@ -71,7 +72,7 @@ export async function benchServe(
     },
     requests,
   );
-  return { summary: report(results, durationS), results };
+  return { summary: { ...report(results, durationS), ...serverTimingSummary(results) }, results };
 }
 
 export function printSummary(title: string, s: Record<string, unknown>): void {
@@ -85,6 +86,8 @@ export function printSummary(title: string, s: Record<string, unknown>): void {
       (m) =>
         `${m.padEnd(8)} ${n(`mean_${m}_ms`).padStart(9)} ${n(`p50_${m}_ms`).padStart(9)} ${n(`p90_${m}_ms`).padStart(9)} ${n(`p99_${m}_ms`).padStart(9)}`,
     ),
+    // With the worker's Server-Timing (serverTimingSummary's keys): the TTFT the HTTP path added, per request.
+    ...formatServerTiming(s),
   ];
   console.log(lines.join('\n'));
 }

@@ -9,6 +9,7 @@ import {
   type TokenEvent,
 } from './engine/types.js';
 import type { FinishedReason, WorkerMetrics } from './metrics.js';
+import type { RequestTiming } from './server-timing.js';
 import type { RequestTrace } from './tracing.js';
 
 export interface SequenceHandlers {
@@ -50,6 +51,8 @@ export class SequenceRun {
     /** performance.now() when the HTTP request arrived. */
     private readonly arrival: number,
     requests: { request: GenerationRequest; handlers: SequenceHandlers }[],
+    /** The request's Server-Timing phases (submission and token delivery times are recorded into it). */
+    private readonly timing?: RequestTiming,
   ) {
     this.sequences = requests.map((r) => ({ ...r, generated: 0, cachedPromptTokens: 0, finished: false }));
     this.remaining = this.sequences.length;
@@ -103,15 +106,17 @@ export class SequenceRun {
       return;
     }
     seq.submitted = performance.now();
+    this.timing?.submitted(seq.submitted);
     try {
-      seq.engineId = this.engine.submit(seq.request, (events) => this.onEvents(seq, events));
+      seq.engineId = this.engine.submit(seq.request, (events, deliveredAt) => this.onEvents(seq, events, deliveredAt));
     } catch (err) {
       if (err instanceof EngineCapacityError) this.capacityRejection = err.message;
       this.finish(seq, 'error', err instanceof Error ? err.message : String(err));
     }
   }
 
-  private onEvents(seq: SequenceState, events: TokenEvent[]): void {
+  /** `deliveredAt`: when the engine handed this step's events to JS (before other requests' handlers ran). */
+  private onEvents(seq: SequenceState, events: TokenEvent[], deliveredAt?: number): void {
     if (seq.finished) return;
     const now = performance.now();
     // Only a finishing event carries no token (-1): filter (a copy) only when there is one.
@@ -130,6 +135,7 @@ export class SequenceRun {
       }
       seq.lastBatch = now;
       seq.generated += tokens.length;
+      if (this.timing?.waitingForDelivery) this.timing.delivering(seq.submitted!, deliveredAt ?? now);
       // The client's tokens first (the socket write), then the metrics, which nobody waits on.
       seq.handlers.onTokens(tokens);
       if (previous === undefined) this.metrics.observeFirstToken((now - this.arrival) / 1000);

@@ -43,6 +43,8 @@ export function createApp(options: AppOptions): { app: express.Express; ctx: Wor
   // Access log: one JSON line per request when it ends (streams too); probes and scrapes only at debug.
   app.use((req, res, next) => {
     const start = performance.now();
+    // Where the generation routes' Server-Timing starts (`recv`: from here to the route, body read and parsed).
+    res.locals.requestStart = start;
     res.on('close', () => {
       const fields = {
         method: req.method,

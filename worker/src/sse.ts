@@ -1,14 +1,22 @@
 // Server-sent events as OpenAI streams them: `data: {json}\n\n` per chunk, then `data: [DONE]\n\n`.
 import type { Response } from 'express';
+import { SERVER_TIMING, type RequestTiming } from './server-timing.js';
 
-export function startEventStream(res: Response): void {
+/** `trailer`: a trailer field the stream will end with (declared in the headers; only over chunked HTTP/1.1). */
+export function startEventStream(res: Response, trailer?: string): void {
   res.status(200);
   res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
   res.setHeader('Cache-Control', 'no-cache');
   res.setHeader('Connection', 'keep-alive');
   res.setHeader('X-Accel-Buffering', 'no');
+  if (trailer) res.setHeader('Trailer', trailer);
   res.flushHeaders();
 }
+
+/** Whether the response goes out in chunks and so can carry trailers: HTTP/1.1 and later (node refuses a declared
+ * trailer on an HTTP/1.0 response, which has no chunked encoding). */
+const canSendTrailers = (res: Response): boolean =>
+  res.req.httpVersionMajor > 1 || (res.req.httpVersionMajor === 1 && res.req.httpVersionMinor >= 1);
 
 export function sendEvent(res: Response, data: unknown): void {
   sendEventJson(res, JSON.stringify(data));
@@ -30,16 +38,20 @@ export function endEventStream(res: Response): void {
  */
 export class EventStream {
   private opened = false;
+  private trailers = false;
 
+  /** `timing`: the request's phases, sent as a `Server-Timing` trailer when the stream ends. */
   constructor(
     private readonly res: Response,
     private readonly prologue?: () => void,
+    private readonly timing?: RequestTiming,
   ) {}
 
   open(): void {
     if (this.opened) return;
     this.opened = true;
-    startEventStream(this.res);
+    this.trailers = this.timing !== undefined && canSendTrailers(this.res);
+    startEventStream(this.res, this.trailers ? SERVER_TIMING : undefined);
     this.prologue?.();
   }
 
@@ -56,6 +68,10 @@ export class EventStream {
 
   end(): void {
     this.open();
+    if (this.trailers && !this.res.writableEnded && !this.res.destroyed) {
+      const value = this.timing!.streamValue();
+      if (value) this.res.addTrailers({ [SERVER_TIMING]: value });
+    }
     endEventStream(this.res);
   }
 }

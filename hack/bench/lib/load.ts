@@ -1,6 +1,7 @@
 // The load generator: streams requests to an OpenAI-compatible endpoint at a fixed concurrency, a Poisson rate or a
 // trace's arrival times, and measures TTFT, ITL, TPOT and end-to-end latency per request.
 import { Agent, request as httpRequest } from 'node:http';
+import { parseServerTiming } from './server-timing.js';
 import { summarize } from './stats.js';
 
 const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
@@ -27,6 +28,8 @@ export interface RequestResult {
   itlsMs: number[];
   /** Chunk arrival times since the run started (ms), for the plot. */
   chunkAtMs: number[];
+  /** The server's Server-Timing metrics (name → dur, ms), from the stream's trailer or the headers; {} if none. */
+  serverTiming?: Record<string, number>;
 }
 
 export interface LoadOptions {
@@ -116,7 +119,11 @@ async function sendOne(opts: LoadOptions, req: BenchRequest, t0: number): Promis
               reject(err as Error);
             }
           });
-          res.on('end', () => resolve());
+          res.on('end', () => {
+            // Trailers are read once the body has ended; TTFT was taken at the first content chunk, as before.
+            result.serverTiming = parseServerTiming(res.trailers['server-timing'] ?? res.headers['server-timing']);
+            resolve();
+          });
           res.on('error', reject);
         },
       );

@@ -125,17 +125,18 @@ export class EventRouter {
 
   /** The events go to their handlers as the addon made them (each still carries its request's `id`): a request's
    * events of one step are contiguous, so its handler gets that run — the whole batch when one request is running —
-   * with no copy of each event and no Map per step (they were most of what a token cost the heap). */
-  dispatch(batch: NativeEvent[]): void {
+   * with no copy of each event and no Map per step (they were most of what a token cost the heap). `at`: when the
+   * addon delivered the batch (each handler gets it: the engine's part of a request's timing ends there). */
+  dispatch(batch: NativeEvent[], at = performance.now()): void {
     if (!this.contiguous(batch)) {
-      this.dispatchGrouped(batch);
+      this.dispatchGrouped(batch, at);
       return;
     }
     const n = batch.length;
     for (let start = 0, end = 0; start < n; start = end) {
       const id = batch[start]!.id;
       for (end = start + 1; end < n && batch[end]!.id === id;) end++;
-      this.deliver(id, start === 0 && end === n ? batch : batch.slice(start, end));
+      this.deliver(id, start === 0 && end === n ? batch : batch.slice(start, end), at);
     }
   }
 
@@ -156,17 +157,17 @@ export class EventRouter {
   }
 
   /** Events of requests interleaved within one step: grouped by id, in order of first appearance. */
-  private dispatchGrouped(batch: NativeEvent[]): void {
+  private dispatchGrouped(batch: NativeEvent[], at: number): void {
     const perRequest = new Map<number, TokenEvent[]>();
     for (const event of batch) {
       const list = perRequest.get(event.id);
       if (list) list.push(event);
       else perRequest.set(event.id, [event]);
     }
-    for (const [id, events] of perRequest) this.deliver(id, events);
+    for (const [id, events] of perRequest) this.deliver(id, events, at);
   }
 
-  private deliver(id: number, events: TokenEvent[]): void {
+  private deliver(id: number, events: TokenEvent[], at: number): void {
     const handler = this.handlers.get(id);
     if (!handler) return; // finished earlier (for example by close())
     for (let i = 0; i < events.length; i++) {
@@ -176,7 +177,7 @@ export class EventRouter {
       }
     }
     try {
-      handler(events);
+      handler(events, at);
     } catch (err) {
       // One handler's bug must not starve the others of this step's events; surface it asynchronously.
       queueMicrotask(() => {

@@ -96,8 +96,10 @@ export interface EngineStats {
   steps: number;
 }
 
-/** Events of one request, delivered in order, in batches (one call per engine step that produced any). */
-export type EventHandler = (events: TokenEvent[]) => void;
+/** Events of one request, delivered in order, in batches (one call per engine step that produced any).
+ * `deliveredAt`: performance.now() when the engine handed the step's events to JS, before any request's handler ran
+ * (absent where an engine wrapper hands them out on its own schedule). */
+export type EventHandler = (events: TokenEvent[], deliveredAt?: number) => void;
 
 export interface Engine {
   readonly info: ModelInfo;

@@ -21,6 +21,7 @@ import { chatRequestSchema, type ChatRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
 import { EventStream } from '../sse.js';
 import { HARMONY, type Tokenizer } from '../tokenizer.js';
+import { RequestTiming } from '../server-timing.js';
 import { RequestTrace } from '../tracing.js';
 import {
   admit,
@@ -30,6 +31,7 @@ import {
   requireEngine,
   samplingOf,
   sendError,
+  sendTimedJson,
   stopStrings,
   unixSeconds,
   watchDisconnect,
@@ -142,6 +144,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   const model = ctx.config.servedModelName;
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
+  const timing = new RequestTiming(arrival, stream, res.locals.requestStart as number | undefined);
   const choices = Array.from({ length: n }, () => newChoice(stops, topLogprobs));
   // The forced tool-call header is part of the prompt; the parser must still see it to route what follows.
   const primed = choices.map((c) => c.prime(forced));
@@ -168,14 +171,20 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
     ...(includeUsage ? { usage: null } : {}),
   });
   // Opens with each choice's role chunk and what its parser was primed with (a forced tool call's header).
-  const sse = new EventStream(res, () => {
-    choices.forEach((_, index) => sse.send(chunk(index, { role: 'assistant', content: '' }, null)));
-    primed.forEach((delta, index) => streamDelta(index, delta, null));
-  });
-  const streamDelta = (index: number, delta: ChatDelta, finish: ChatFinishReason | null): void => {
-    if (isEmptyDelta(delta) && finish === null) return;
+  const sse = new EventStream(
+    res,
+    () => {
+      choices.forEach((_, index) => sse.send(chunk(index, { role: 'assistant', content: '' }, null)));
+      primed.forEach((delta, index) => streamDelta(index, delta, null));
+    },
+    timing,
+  );
+  /** Returns whether a chunk was written. */
+  const streamDelta = (index: number, delta: ChatDelta, finish: ChatFinishReason | null): boolean => {
+    if (isEmptyDelta(delta) && finish === null) return false;
     const { logprobs, ...rest } = delta;
     sse.send(chunk(index, rest, finish, logprobs ? { content: logprobs } : undefined));
+    return true;
   };
 
   const run = new SequenceRun(
@@ -198,7 +207,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
         handlers: {
           onTokens(events) {
             const delta = choice.push(events);
-            if (stream) streamDelta(index, delta, null);
+            if (stream && streamDelta(index, delta, null)) timing.wroteOutput();
             if (choice.stoppedByString) run.stop(index);
           },
           onFinish(reason: FinishReason, message?: string) {
@@ -218,13 +227,16 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
         },
       };
     }),
+    timing,
   );
 
   const watch = watchDisconnect(req, res, () => run.cancelAll());
   run.start();
   if (stream) sse.open();
+  let finished: number;
   try {
     await run.done;
+    finished = performance.now();
   } finally {
     watch.finished();
     leave();
@@ -251,30 +263,35 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
     sendError(res, err);
     return;
   }
-  res.json({
-    id,
-    object: 'chat.completion',
-    created,
-    model,
-    choices: choices.map((c, index) => ({
-      index,
-      message: {
-        role: 'assistant',
-        content: c.toolCalls.length > 0 && c.content === '' ? null : c.content,
-        ...(c.reasoning ? { reasoning_content: c.reasoning } : {}),
-        ...(c.toolCalls.length > 0
-          ? {
-              tool_calls: c.toolCalls.map((t) => ({
-                id: t.id,
-                type: 'function',
-                function: { name: t.name, arguments: t.arguments },
-              })),
-            }
-          : {}),
-      },
-      logprobs: topLogprobs !== undefined ? { content: c.logprobs } : null,
-      finish_reason: finishReasons[index] ?? 'stop',
-    })),
-    usage,
-  });
+  sendTimedJson(
+    res,
+    {
+      id,
+      object: 'chat.completion',
+      created,
+      model,
+      choices: choices.map((c, index) => ({
+        index,
+        message: {
+          role: 'assistant',
+          content: c.toolCalls.length > 0 && c.content === '' ? null : c.content,
+          ...(c.reasoning ? { reasoning_content: c.reasoning } : {}),
+          ...(c.toolCalls.length > 0
+            ? {
+                tool_calls: c.toolCalls.map((t) => ({
+                  id: t.id,
+                  type: 'function',
+                  function: { name: t.name, arguments: t.arguments },
+                })),
+              }
+            : {}),
+        },
+        logprobs: topLogprobs !== undefined ? { content: c.logprobs } : null,
+        finish_reason: finishReasons[index] ?? 'stop',
+      })),
+      usage,
+    },
+    timing,
+    finished,
+  );
 }

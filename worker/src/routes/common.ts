@@ -7,6 +7,7 @@ import type { WorkerContext } from '../context.js';
 import type { Engine, GenerationRequest } from '../engine/types.js';
 import { ApiError, invalidRequest, modelNotFound, notReady, overloaded } from '../openai/errors.js';
 import { describeIssue } from '../openai/schemas.js';
+import { SERVER_TIMING, type RequestTiming } from '../server-timing.js';
 
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
@@ -95,6 +96,15 @@ export function admit(ctx: WorkerContext, sequences: number): void {
 export function sendError(res: Response, err: ApiError): void {
   if (err.retryAfter !== undefined) res.setHeader('Retry-After', String(err.retryAfter));
   res.status(err.status).json(err.toBody());
+}
+
+/** `res.json` with the request's Server-Timing header; the body is serialized first, so `post` counts that too.
+ * `finished`: performance.now() when its last sequence ended. */
+export function sendTimedJson(res: Response, body: unknown, timing: RequestTiming, finished: number): void {
+  const text = JSON.stringify(body);
+  res.setHeader(SERVER_TIMING, timing.responseValue(finished));
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.send(text);
 }
 
 // Random bytes for ids, drawn from the CSPRNG 4 KiB at a time: one call per request costs tens of µs when cold.

@@ -11,6 +11,7 @@ import { EventStream } from '../sse.js';
 import { StopMatcher } from '../stop.js';
 import type { ModelFamily, TextTokenizer } from '../family/family.js';
 import { HARMONY } from '../tokenizer.js';
+import { RequestTiming } from '../server-timing.js';
 import { RequestTrace } from '../tracing.js';
 import {
   admit,
@@ -20,6 +21,7 @@ import {
   requireEngine,
   samplingOf,
   sendError,
+  sendTimedJson,
   stopStrings,
   unixSeconds,
   watchDisconnect,
@@ -171,6 +173,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   const model = ctx.config.servedModelName;
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
+  const timing = new RequestTiming(arrival, stream, res.locals.requestStart as number | undefined);
   const slots = prompts.flatMap((prompt, p) => Array.from({ length: n }, (_, k) => ({ prompt, p, k })));
   const choices = slots.map(() => new CompletionChoice(tokenizer, stops, topLogprobs));
   const stopTokenIds = completionStopTokens(family);
@@ -183,7 +186,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   });
   const chunk = completionChunkJson(id, created, model, includeUsage);
 
-  const sse = new EventStream(res);
+  const sse = new EventStream(res, undefined, timing);
   const run = new SequenceRun(
     engine,
     ctx.admission!,
@@ -206,7 +209,10 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
           onTokens(events) {
             const text = choice.push(events);
             const logprobs = choice.lastLogprobs;
-            if (stream && (text || logprobs?.tokens.length)) sse.sendJson(chunk(index, text, null, logprobs));
+            if (stream && (text || logprobs?.tokens.length)) {
+              sse.sendJson(chunk(index, text, null, logprobs));
+              timing.wroteOutput();
+            }
             if (choice.stoppedByString) run.stop(index);
           },
           onFinish(reason: FinishReason, message?: string) {
@@ -226,12 +232,15 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
         },
       };
     }),
+    timing,
   );
   const watch = watchDisconnect(req, res, () => run.cancelAll());
   run.start();
   if (stream) sse.open();
+  let finished: number;
   try {
     await run.done;
+    finished = performance.now();
   } finally {
     watch.finished();
     leave();
@@ -259,17 +268,22 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     sendError(res, err);
     return;
   }
-  res.json({
-    id,
-    object: 'text_completion',
-    created,
-    model,
-    choices: choices.map((c, index) => ({
-      index,
-      text: c.text,
-      logprobs: topLogprobs !== undefined ? c.logprobs : null,
-      finish_reason: finishReasons[index],
-    })),
-    usage,
-  });
+  sendTimedJson(
+    res,
+    {
+      id,
+      object: 'text_completion',
+      created,
+      model,
+      choices: choices.map((c, index) => ({
+        index,
+        text: c.text,
+        logprobs: topLogprobs !== undefined ? c.logprobs : null,
+        finish_reason: finishReasons[index],
+      })),
+      usage,
+    },
+    timing,
+    finished,
+  );
 }
