@@ -160,12 +160,16 @@ struct FmtQ8_0 {
     }
 };
 
-struct FmtF32 {
-    static constexpr int kBytes = 128;
+// Float "blocks" (32 values, no scale or min): the element order and the scale/min of the quantized formats' interface.
+struct FmtFloat {
     static constexpr bool kHasMin = false;
     MS_GGUF_HD static int elem(int s, int i) { return elem_linear(s, i); }
     MS_GGUF_HD static float scale(const uint8_t *) { return 1.0f; }
     MS_GGUF_HD static float min(const uint8_t *) { return 0.0f; }
+};
+
+struct FmtF32 : FmtFloat {
+    static constexpr int kBytes = 128;
     MS_GGUF_HD static void quants(const uint8_t *blk, int s, float q[8]) {
         uint32_t w[8];
         ld_u32x4_a16(blk + 32 * s, w);
@@ -175,12 +179,8 @@ MS_GGUF_UNROLL
     }
 };
 
-struct FmtF16 {
+struct FmtF16 : FmtFloat {
     static constexpr int kBytes = 64;
-    static constexpr bool kHasMin = false;
-    MS_GGUF_HD static int elem(int s, int i) { return elem_linear(s, i); }
-    MS_GGUF_HD static float scale(const uint8_t *) { return 1.0f; }
-    MS_GGUF_HD static float min(const uint8_t *) { return 0.0f; }
     MS_GGUF_HD static void quants(const uint8_t *blk, int s, float q[8]) {
         uint32_t w[4];
         ld_u32x4_a16(blk + 16 * s, w);
@@ -192,12 +192,8 @@ MS_GGUF_UNROLL
     }
 };
 
-struct FmtBF16 {
+struct FmtBF16 : FmtFloat {
     static constexpr int kBytes = 64;
-    static constexpr bool kHasMin = false;
-    MS_GGUF_HD static int elem(int s, int i) { return elem_linear(s, i); }
-    MS_GGUF_HD static float scale(const uint8_t *) { return 1.0f; }
-    MS_GGUF_HD static float min(const uint8_t *) { return 0.0f; }
     MS_GGUF_HD static void quants(const uint8_t *blk, int s, float q[8]) {
         uint32_t w[4];
         ld_u32x4_a16(blk + 16 * s, w);
