@@ -58,6 +58,8 @@ def bench_ours(prompt):
 
 print(f"model {args.model}\nthreads {args.threads}, decode {args.decode} tokens after the prompt, best of {args.reps}; "
       f"llama-cpp-python {llama_cpp.__version__}")
+# Which SIMD llama.cpp's CPU backend was built with (GGML_NATIVE: this machine's), e.g. "CPU : SSE3 = 1 | AVX2 = 1 | ...".
+print(f"llama.cpp system info: {llama_cpp.llama_print_system_info().decode().strip()}")
 print(f"{'prompt':>7} | {'prefill tok/s ours':>18} {'llama.cpp':>10} {'ratio':>6} | "
       f"{'decode tok/s ours':>17} {'llama.cpp':>10} {'ratio':>6}")
 for n in (32, 128, 512):

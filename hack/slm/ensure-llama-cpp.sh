@@ -19,7 +19,8 @@ fi
 rm -rf "$VENV"
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-# Native CPU build (AVX-512/VNNI on this machine), no GPU backends, two compile jobs (the machine is shared).
+# Native CPU build (GGML_NATIVE: -march=native, the SIMD of the machine that builds it), no GPU backends, two
+# compile jobs (the machine is shared).
 CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF" \
   CMAKE_BUILD_PARALLEL_LEVEL=2 \
   "$VENV/bin/python" -m pip install --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$VERSION" >&2

@@ -140,7 +140,9 @@ class QuantMatmul : public ::testing::TestWithParam<WeightType> {};
 TEST_P(QuantMatmul, ScalarMatchesDoublePrecisionAndSimdMatchesScalar) {
     const WeightType t = GetParam();
     std::mt19937 rng(int(t) + 11);
-    for (int K : {96, 576, 1536}) {  // 96: an odd number of blocks exercises the one-block tail
+    // 96: an odd number of blocks exercises the one-block tail; 2400 (75 blocks): the AVX2 kernel's second chunk of
+    // blocks (64 per chunk), with 8 blocks of vector scales and 3 of scalar ones.
+    for (int K : {96, 576, 1536, 2400}) {
         const int rows = 37, n = 6;
         const std::vector<uint8_t> w = make_weights(t, rows, K, rng);
         Acts a(n, K, rng);

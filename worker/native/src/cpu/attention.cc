@@ -41,6 +41,12 @@ struct ScalarOps {
     static void axpy(float *acc, float e, const uint16_t *v, int n) {
         for (int i = 0; i < n; ++i) acc[i] += e * bf16_to_f32(v[i]);
     }
+    template <class T> static void dot4(const float *q, const T *k, int64_t stride, int n, float *out) {
+        for (int j = 0; j < 4; ++j) out[j] = dot(q, k + j * stride, n);
+    }
+    template <class T> static void axpy4(float *acc, const float *e, const T *v, int64_t stride, int n) {
+        for (int j = 0; j < 4; ++j) axpy(acc, e[j], v + j * stride, n);
+    }
 };
 
 #define MS_AVX512 __attribute__((target("avx512f")))
@@ -62,6 +68,33 @@ struct Avx512Ops {
     template <class T> MS_AVX512 static inline void axpy(float *acc, float e, const T *v, int n) {
         __m512 ev = _mm512_set1_ps(e);
         for (int i = 0; i < n; i += 16) _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(ev, load(v + i), _mm512_loadu_ps(acc + i)));
+    }
+    // Four keys' dots (rows `stride` apart), each summed in the same order as dot(): the same results, four chains.
+    template <class T> MS_AVX512 static inline void dot4(const float *q, const T *k, int64_t stride, int n, float *out) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n; i += 16) {
+            const __m512 qv = _mm512_loadu_ps(q + i);
+            a0 = _mm512_fmadd_ps(qv, load(k + i), a0);
+            a1 = _mm512_fmadd_ps(qv, load(k + stride + i), a1);
+            a2 = _mm512_fmadd_ps(qv, load(k + 2 * stride + i), a2);
+            a3 = _mm512_fmadd_ps(qv, load(k + 3 * stride + i), a3);
+        }
+        out[0] = _mm512_reduce_add_ps(a0);
+        out[1] = _mm512_reduce_add_ps(a1);
+        out[2] = _mm512_reduce_add_ps(a2);
+        out[3] = _mm512_reduce_add_ps(a3);
+    }
+    // Four axpy() in a row with acc kept in a register between them: the same fma sequence per element.
+    template <class T> MS_AVX512 static inline void axpy4(float *acc, const float *e, const T *v, int64_t stride, int n) {
+        const __m512 e0 = _mm512_set1_ps(e[0]), e1 = _mm512_set1_ps(e[1]), e2 = _mm512_set1_ps(e[2]), e3 = _mm512_set1_ps(e[3]);
+        for (int i = 0; i < n; i += 16) {
+            __m512 a = _mm512_loadu_ps(acc + i);
+            a = _mm512_fmadd_ps(e0, load(v + i), a);
+            a = _mm512_fmadd_ps(e1, load(v + stride + i), a);
+            a = _mm512_fmadd_ps(e2, load(v + 2 * stride + i), a);
+            a = _mm512_fmadd_ps(e3, load(v + 3 * stride + i), a);
+            _mm512_storeu_ps(acc + i, a);
+        }
     }
 };
 
@@ -88,6 +121,39 @@ struct Avx2Ops {
         __m256 ev = _mm256_set1_ps(e);
         for (int i = 0; i < n; i += 8) _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(ev, load(v + i), _mm256_loadu_ps(acc + i)));
     }
+    MS_AVX2 static inline float hsum(__m256 acc) {
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        return _mm_cvtss_f32(s4);
+    }
+    // Four keys' dots (rows `stride` apart), each summed in the same order as dot(): the same results, four chains.
+    template <class T> MS_AVX2 static inline void dot4(const float *q, const T *k, int64_t stride, int n, float *out) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n; i += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, load(k + i), a0);
+            a1 = _mm256_fmadd_ps(qv, load(k + stride + i), a1);
+            a2 = _mm256_fmadd_ps(qv, load(k + 2 * stride + i), a2);
+            a3 = _mm256_fmadd_ps(qv, load(k + 3 * stride + i), a3);
+        }
+        out[0] = hsum(a0);
+        out[1] = hsum(a1);
+        out[2] = hsum(a2);
+        out[3] = hsum(a3);
+    }
+    // Four axpy() in a row with acc kept in a register between them: the same fma sequence per element.
+    template <class T> MS_AVX2 static inline void axpy4(float *acc, const float *e, const T *v, int64_t stride, int n) {
+        const __m256 e0 = _mm256_set1_ps(e[0]), e1 = _mm256_set1_ps(e[1]), e2 = _mm256_set1_ps(e[2]), e3 = _mm256_set1_ps(e[3]);
+        for (int i = 0; i < n; i += 8) {
+            __m256 a = _mm256_loadu_ps(acc + i);
+            a = _mm256_fmadd_ps(e0, load(v + i), a);
+            a = _mm256_fmadd_ps(e1, load(v + stride + i), a);
+            a = _mm256_fmadd_ps(e2, load(v + 2 * stride + i), a);
+            a = _mm256_fmadd_ps(e3, load(v + 3 * stride + i), a);
+            _mm256_storeu_ps(acc + i, a);
+        }
+    }
 };
 
 // Online softmax over blocks: per head a running max m (starting at the sink), denominator l (starting at
@@ -112,8 +178,12 @@ __attribute__((always_inline)) inline void attend_impl(const float *q, int G, in
         for (int g = 0; g < G; ++g) {
             const float *qg = q + g * hd;
             float mx = m[g];
-            for (int p = p0; p <= p1; ++p) {
-                float s = Ops::dot(qg, kb + int64_t(p - bi * bs) * kv.row_stride, hd) * scale;
+            // Keys four at a time (independent dot chains; each dot is summed as Ops::dot sums it).
+            int p = p0;
+            for (; p + 4 <= p1 + 1; p += 4) Ops::dot4(qg, kb + int64_t(p - bi * bs) * kv.row_stride, kv.row_stride, hd, sc + (p - p0));
+            for (; p <= p1; ++p) sc[p - p0] = Ops::dot(qg, kb + int64_t(p - bi * bs) * kv.row_stride, hd);
+            for (p = p0; p <= p1; ++p) {
+                const float s = sc[p - p0] * scale;
                 sc[p - p0] = s;
                 if (s > mx) mx = s;
             }
@@ -124,11 +194,14 @@ __attribute__((always_inline)) inline void attend_impl(const float *q, int G, in
                 Ops::scale(acc, corr, hd);
                 m[g] = mx;
             }
-            for (int p = p0; p <= p1; ++p) {
-                float e = std::exp(sc[p - p0] - mx);
+            for (p = p0; p <= p1; ++p) {
+                const float e = std::exp(sc[p - p0] - mx);
+                sc[p - p0] = e;
                 l[g] += e;
-                Ops::axpy(acc, e, vb + int64_t(p - bi * bs) * kv.row_stride, hd);
             }
+            // Values four at a time: the accumulator stays in registers across the four (the same fma order).
+            for (p = p0; p + 4 <= p1 + 1; p += 4) Ops::axpy4(acc, sc + (p - p0), vb + int64_t(p - bi * bs) * kv.row_stride, kv.row_stride, hd);
+            for (; p <= p1; ++p) Ops::axpy(acc, sc[p - p0], vb + int64_t(p - bi * bs) * kv.row_stride, hd);
         }
     }
     for (int g = 0; g < G; ++g) Ops::scale(out + g * hd, 1.0f / l[g], hd);
