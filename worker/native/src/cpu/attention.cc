@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "cpu/avx2_reduce.h"
 #include "cpu/bf16.h"
 
 namespace ms {
@@ -108,10 +109,7 @@ struct Avx2Ops {
     template <class T> MS_AVX2 static inline float dot(const float *q, const T *k, int n) {
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load(k + i), acc);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        return _mm_cvtss_f32(s4);
+        return hsum_avx2(acc);
     }
     MS_AVX2 static inline void scale(float *acc, float c, int n) {
         __m256 cv = _mm256_set1_ps(c);
@@ -120,12 +118,6 @@ struct Avx2Ops {
     template <class T> MS_AVX2 static inline void axpy(float *acc, float e, const T *v, int n) {
         __m256 ev = _mm256_set1_ps(e);
         for (int i = 0; i < n; i += 8) _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(ev, load(v + i), _mm256_loadu_ps(acc + i)));
-    }
-    MS_AVX2 static inline float hsum(__m256 acc) {
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        return _mm_cvtss_f32(s4);
     }
     // Four keys' dots (rows `stride` apart), each summed in the same order as dot(): the same results, four chains.
     template <class T> MS_AVX2 static inline void dot4(const float *q, const T *k, int64_t stride, int n, float *out) {
@@ -137,10 +129,10 @@ struct Avx2Ops {
             a2 = _mm256_fmadd_ps(qv, load(k + 2 * stride + i), a2);
             a3 = _mm256_fmadd_ps(qv, load(k + 3 * stride + i), a3);
         }
-        out[0] = hsum(a0);
-        out[1] = hsum(a1);
-        out[2] = hsum(a2);
-        out[3] = hsum(a3);
+        out[0] = hsum_avx2(a0);
+        out[1] = hsum_avx2(a1);
+        out[2] = hsum_avx2(a2);
+        out[3] = hsum_avx2(a3);
     }
     // Four axpy() in a row with acc kept in a register between them: the same fma sequence per element.
     template <class T> MS_AVX2 static inline void axpy4(float *acc, const float *e, const T *v, int64_t stride, int n) {

@@ -7,6 +7,7 @@
 #endif
 #include <immintrin.h>
 
+#include "cpu/avx2_reduce.h"
 #include "cpu/bf16.h"
 #include "cpu/gemm_f32_avx512.h"
 
@@ -39,10 +40,7 @@ __attribute__((target("avx2,fma"))) inline void store_tile_avx2(const __m256 (&a
                                                                 int r, float *y, int64_t ldy) {
     for (int i = 0; i < R; ++i)
         for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            float s = _mm_cvtss_f32(s4);
+            float s = hsum_avx2(acc[i][t]);
             for (int kk = k_tail; kk < K; ++kk) s += x[t * ldx + kk] * bf16_to_f32(w[int64_t(i) * K + kk]);
             y[t * ldy + r + i] = s + (bias ? bias[r + i] : 0.0f);
         }

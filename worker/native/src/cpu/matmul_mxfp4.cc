@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/avx2_reduce.h"
 #include "cpu/aligned_vector.h"
 
 #include "cpu/gemm_f32_avx512.h"
@@ -95,10 +96,7 @@ __attribute__((target("avx2,fma"))) inline void store_tile_avx2(const __m256 (&a
     for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
         for (int t = 0; t < NT; ++t) {
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]), _mm256_extractf128_ps(acc[i][t], 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-            out[t * ldy + i] = _mm_cvtss_f32(s4) + (bias ? bias[i] : 0.0f);
+            out[t * ldy + i] = hsum_avx2(acc[i][t]) + (bias ? bias[i] : 0.0f);
         }
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu/avx2_reduce.h"
 #include "cpu/aligned_vector.h"
 
 namespace ms {
@@ -62,10 +63,7 @@ __attribute__((target("avx2,fma"))) void quantize_block_avx2(const float *x, int
         v[i] = _mm256_loadu_ps(x + 8 * i);
         mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
     }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float amax = _mm_cvtss_f32(m4);
+    const float amax = hmax_avx2(mx);
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4], acc = _mm256_setzero_si256();

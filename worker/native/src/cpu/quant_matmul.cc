@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "cpu/avx2_reduce.h"
 #include "cpu/bf16.h"
 
 namespace ms {
@@ -103,10 +104,7 @@ __attribute__((target("avx2,fma,f16c"))) void quantize_block_avx2(const float *x
         v[i] = _mm256_loadu_ps(x + 8 * i);
         mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
     }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float amax = _mm_cvtss_f32(m4);
+    const float amax = hmax_avx2(mx);
     const float dd = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4], acc = _mm256_setzero_si256();
@@ -370,13 +368,6 @@ MS_VNNI void matmul_vnni(const uint8_t *w, int K, const Q8Rows &x, int n_tok, in
 // same pass.
 #define MS_AVX2Q __attribute__((target("avx2,fma,f16c")))
 
-MS_AVX2Q inline float hsum256(__m256 v) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    return _mm_cvtss_f32(s4);
-}
-
 // One block's weights as 32 bytes ordered like the activations: unsigned nibbles for Q4_0/Q4_1, signed for Q8_0.
 template <WeightType WT> MS_AVX2Q inline __m256i unpack_avx2(const uint8_t *qs) {
     if constexpr (WT == WeightType::Q8_0) {
@@ -477,8 +468,8 @@ MS_AVX2Q void tile_avx2(const uint8_t *w, int64_t rb, const Q8Rows &x, int t0, i
     }
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) {
-            float v = hsum256(total[r][t]);
-            if (WT != WeightType::Q8_0) v += hsum256(extra[r][t]) + extra_tail[r][t];
+            float v = hsum_avx2(total[r][t]);
+            if (WT != WeightType::Q8_0) v += hsum_avx2(extra[r][t]) + extra_tail[r][t];
             y[t * ldy + r] = v;
         }
 }

@@ -9,6 +9,8 @@
 
 #include <cmath>
 
+#include "cpu/avx2_reduce.h"
+
 namespace ms {
 
 namespace {
@@ -27,10 +29,7 @@ __attribute__((target("avx2,fma"))) void rmsnorm_avx2(const float *x, const floa
         __m256 v = _mm256_loadu_ps(x + i);
         acc = _mm256_fmadd_ps(v, v, acc);
     }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    float ss = _mm_cvtss_f32(s4);
+    float ss = hsum_avx2(acc);
     for (int j = i; j < n; ++j) ss += x[j] * x[j];
     float inv = 1.0f / std::sqrt(ss / float(n) + eps);
     __m256 iv = _mm256_set1_ps(inv);
