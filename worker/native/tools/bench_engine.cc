@@ -98,8 +98,9 @@ class TimedExecutor : public ms::Executor {
 };
 
 // CPU time of the whole process (every thread). On a shared machine wall time swings with the other processes'
-// load; CPU time per step counts only the time this process's threads ran (the pool's idle threads block, they do
-// not spin), so it is the figure to compare between runs when the load moved.
+// load; CPU time per step counts only the time this process's threads ran, so it is the figure to compare between
+// runs when the load moved. It includes the pool's spinning between loops (at most 0.2 ms per gap, see
+// cpu/thread_pool.h; the workers sleep after that).
 double process_cpu_s() {
     timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);

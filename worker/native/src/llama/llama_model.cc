@@ -191,7 +191,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     }
 
     m->simd_ = active_simd();
-    m->pool_ = std::make_unique<SpinPool>(params.n_threads);
+    m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     for (float &s : m->no_sinks_) s = -INFINITY;
     KvSpec &s = m->spec_;
     s.kv_dim = int(KVD);

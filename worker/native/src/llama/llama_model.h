@@ -12,9 +12,9 @@
 
 #include "cpu/quant_matmul.h"
 #include "cpu/simd.h"
+#include "cpu/thread_pool.h"
 #include "engine.h"
 #include "gguf/gguf.h"
-#include "llama/spin_pool.h"
 #include "model/forward.h"
 #include "tokenizer/bpe_tokenizer.h"
 
@@ -76,7 +76,7 @@ class LlamaModel {
     LlamaConfig cfg_;
     std::unique_ptr<gguf::File> file_;
     std::unique_ptr<BpeTokenizer> tok_;
-    std::unique_ptr<SpinPool> pool_;
+    std::unique_ptr<ThreadPool> pool_;
     Simd simd_ = Simd::Scalar;
     KvSpec spec_;
     LlamaMatrix embed_, output_;
