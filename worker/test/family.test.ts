@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { architectureMismatch, architectureName, readExpectedArchitecture } from '../src/family/architecture.js';
 import { chatMlFormat, chatMlTurns } from '../src/family/chatml.js';
+import { withBos, type ModelFamily } from '../src/family/family.js';
 
 // The shape of SmolLM2's tokenizer.chat_template (literal newlines inside the Jinja strings).
 const SMOLLM2 =
@@ -75,5 +76,24 @@ describe('spec.model.architecture', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('withBos', () => {
+  const native = (bosTokenId?: number): ModelFamily =>
+    ({
+      kind: 'native',
+      stopTokenIds: [],
+      ...(bosTokenId !== undefined ? { bosTokenId } : {}),
+    }) as unknown as ModelFamily;
+
+  it("puts the model's BOS in front where its tokenizer asks for one", () => {
+    expect(withBos(native(7), [1, 2])).toEqual([7, 1, 2]);
+    expect(withBos(native(0), [])).toEqual([0]);
+  });
+
+  it('leaves prompts alone for models without add_bos_token and for harmony', () => {
+    expect(withBos(native(), [1, 2])).toEqual([1, 2]);
+    expect(withBos({ kind: 'harmony' } as unknown as ModelFamily, [1, 2])).toEqual([1, 2]);
   });
 });

@@ -76,6 +76,9 @@ describe('ChatML prompts of SmolLM2 through the engine tokenizer', () => {
     expect(family.tokenizer.specialId('<|im_end|>')).toBe(greedyReference().stop_id);
     expect(family.stopTokenIds).toContain(greedyReference().stop_id);
     expect(family.stopTokenIds).toContain(engine.info.eosTokenId);
+    // SmolLM2 declares add_bos_token = false (llama.cpp's reference prompts have no BOS either).
+    expect(engine.info.addBosToken).toBe(false);
+    expect(family.bosTokenId).toBeUndefined();
   });
 
   it("renders the 12 reference chats to llama.cpp's prompt ids, with the default system prompt or an explicit one", () => {

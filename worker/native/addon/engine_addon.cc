@@ -326,6 +326,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         o.Set("slidingWindow", mi.sliding_window);
         o.Set("maxPositionEmbeddings", mi.max_position_embeddings);
         o.Set("eosTokenId", mi.eos_token_id);
+        o.Set("bosTokenId", mi.bos_token_id);
+        o.Set("addBosToken", mi.add_bos_token != 0);
         o.Set("weightBytes", static_cast<double>(mi.weight_bytes));
         return o;
     }

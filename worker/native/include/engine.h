@@ -74,6 +74,8 @@ typedef struct ms_model_info {
     int sliding_window;
     int max_position_embeddings;
     int eos_token_id;
+    int bos_token_id;      /* -1: none */
+    int add_bos_token;     /* 1: a prompt starts with bos_token_id (GGUF tokenizer.ggml.add_bos_token); the caller adds it */
     uint64_t weight_bytes; /* bytes of tensor data held */
 } ms_model_info;
 

@@ -3,7 +3,13 @@
 // decoding back to the exact bytes. tests/llama_reference_test.cc compares the real vocabulary with llama.cpp.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <functional>
+
 #include "common/error.h"
+#include "gguf/gguf.h"
+#include "gguf_writer.h"
+#include "model_test_util.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/unicode_class.h"
 
@@ -93,6 +99,60 @@ TEST(TokenizerBpe, DecodeGivesBackTheBytes) {
         const std::vector<int32_t> ids = t.encode(s, false);
         EXPECT_EQ(t.decode(ids.data(), int(ids.size()), false), s);
     }
+}
+
+// A GGUF holding only tokenizer metadata; `extra` adds keys (add_bos_token, bos id) before it is read back.
+std::unique_ptr<BpeTokenizer> from_gguf(const ms_test::TempDir &dir, const std::function<void(ms_test::GgufWriter &)> &extra) {
+    ms_test::GgufWriter w;
+    w.kv_str("tokenizer.ggml.model", "gpt2");
+    w.kv_str("tokenizer.ggml.pre", "smollm");
+    w.kv_str_array("tokenizer.ggml.tokens", {"<|endoftext|>", "a", "b"});
+    w.kv_str_array("tokenizer.ggml.merges", {});
+    extra(w);
+    const std::string path = dir.path + "/tok.gguf";
+    std::ofstream(path, std::ios::binary) << w.image();
+    return BpeTokenizer::from_gguf(*ms::gguf::File::open(path));
+}
+
+std::string error_of(const std::function<void()> &fn) {
+    try {
+        fn();
+    } catch (const ms::Error &e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(TokenizerBpe, AddBosTokenFromMetadata) {
+    ms_test::TempDir dir;
+    auto with_bos = from_gguf(dir, [](ms_test::GgufWriter &w) {
+        w.kv_u32("tokenizer.ggml.bos_token_id", 0);
+        w.kv_bool("tokenizer.ggml.add_bos_token", true);
+    });
+    EXPECT_TRUE(with_bos->add_bos());
+    EXPECT_EQ(with_bos->bos_id(), 0);
+    auto told_not = from_gguf(dir, [](ms_test::GgufWriter &w) {
+        w.kv_u32("tokenizer.ggml.bos_token_id", 0);
+        w.kv_bool("tokenizer.ggml.add_bos_token", false);
+    });
+    EXPECT_FALSE(told_not->add_bos());
+    // Absent: no BOS (GPT-2-style byte-level BPE, as SmolLM2 declares explicitly).
+    EXPECT_FALSE(from_gguf(dir, [](ms_test::GgufWriter &w) { w.kv_u32("tokenizer.ggml.bos_token_id", 0); })->add_bos());
+}
+
+TEST(TokenizerBpe, AddBosTokenErrorsNameTheKey) {
+    ms_test::TempDir dir;
+    const std::string no_id = error_of([&] {
+        from_gguf(dir, [](ms_test::GgufWriter &w) { w.kv_bool("tokenizer.ggml.add_bos_token", true); });
+    });
+    EXPECT_NE(no_id.find("\"tokenizer.ggml.add_bos_token\" is true but there is no \"tokenizer.ggml.bos_token_id\""),
+              std::string::npos)
+        << no_id;
+    const std::string not_bool = error_of([&] {
+        from_gguf(dir, [](ms_test::GgufWriter &w) { w.kv_u32("tokenizer.ggml.add_bos_token", 1); });
+    });
+    EXPECT_NE(not_bool.find("tokenizer.ggml.add_bos_token"), std::string::npos) << not_bool;
+    EXPECT_NE(not_bool.find("bool"), std::string::npos) << not_bool;
 }
 
 TEST(TokenizerBpe, BadMetadataIsAnError) {

@@ -16,6 +16,10 @@ export interface ModelInfo {
   slidingWindow: number;
   maxPositionEmbeddings: number;
   eosTokenId: number;
+  /** -1 when the model has none. */
+  bosTokenId: number;
+  /** The model's tokenizer asks for bosTokenId at the start of every prompt (GGUF `tokenizer.ggml.add_bos_token`). */
+  addBosToken: boolean;
   weightBytes: number;
 }
 

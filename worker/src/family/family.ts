@@ -32,6 +32,8 @@ export interface NativeFamily {
   stopTokenIds: number[];
   /** How /v1/chat/completions renders a chat; undefined when the model's template is not one the worker renders. */
   chat?: ChatMlFormat;
+  /** Put before every text prompt and rendered chat, where the model's tokenizer asks for it (add_bos_token). */
+  bosTokenId?: number;
 }
 
 export type ModelFamily = HarmonyFamily | NativeFamily;
@@ -97,7 +99,20 @@ export function familyOf(engine: Engine, harmony: Tokenizer): ModelFamily {
     if (id !== undefined) stops.add(id);
   }
   const chat = chatMlFormat(engine.tokenizer.chatTemplate);
-  return { kind: 'native', tokenizer, stopTokenIds: [...stops], ...(chat ? { chat } : {}) };
+  const bos = engine.info.addBosToken && tokenizer.isValid(engine.info.bosTokenId) ? engine.info.bosTokenId : undefined;
+  return {
+    kind: 'native',
+    tokenizer,
+    stopTokenIds: [...stops],
+    ...(chat ? { chat } : {}),
+    ...(bos !== undefined ? { bosTokenId: bos } : {}),
+  };
+}
+
+/** A prompt the worker built from text (a text completion prompt, a rendered chat), with the model's BOS in front
+ * where its tokenizer asks for one. Prompts given as token ids are the caller's and are left as they are. */
+export function withBos(family: ModelFamily, ids: number[]): number[] {
+  return family.kind === 'native' && family.bosTokenId !== undefined ? [family.bosTokenId, ...ids] : ids;
 }
 
 /** A short description for the `ready` log line. */

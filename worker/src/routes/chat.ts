@@ -7,7 +7,7 @@ import { ChatFormatError, renderChatPrompt } from '../harmony/chat.js';
 import { forcedToolCallPrefix, ToolChoiceError } from '../harmony/tool-choice.js';
 import type { FunctionTool } from '../harmony/render.js';
 import { renderChatMl } from '../family/chatml.js';
-import type { NativeFamily } from '../family/family.js';
+import { withBos, type NativeFamily } from '../family/family.js';
 import {
   ChatChoice,
   isEmptyDelta,
@@ -101,7 +101,7 @@ function prepareNative(family: NativeFamily, body: ChatRequest): PreparedChat {
   }
   let prompt: number[];
   try {
-    prompt = renderChatMl(family.tokenizer, family.chat, body.messages);
+    prompt = withBos(family, renderChatMl(family.tokenizer, family.chat, body.messages));
   } catch (err) {
     if (err instanceof ChatFormatError) throw invalidRequest(err.message, err.param);
     throw err;

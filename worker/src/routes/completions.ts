@@ -9,7 +9,7 @@ import { completionRequestSchema, type CompletionRequest } from '../openai/schem
 import { SequenceRun } from '../sequences.js';
 import { EventStream } from '../sse.js';
 import { StopMatcher } from '../stop.js';
-import type { ModelFamily, TextTokenizer } from '../family/family.js';
+import { withBos, type ModelFamily, type TextTokenizer } from '../family/family.js';
 import { HARMONY } from '../tokenizer.js';
 import { RequestTiming } from '../server-timing.js';
 import { RequestTrace } from '../tracing.js';
@@ -41,10 +41,11 @@ export interface CompletionLogprobs {
   text_offset: number[];
 }
 
-function promptsOf(tokenizer: TextTokenizer, prompt: CompletionRequest['prompt']): number[][] {
-  if (typeof prompt === 'string') return [tokenizer.encodeWithSpecials(prompt)];
+function promptsOf(family: ModelFamily, prompt: CompletionRequest['prompt']): number[][] {
+  const text = (p: string): number[] => withBos(family, family.tokenizer.encodeWithSpecials(p));
+  if (typeof prompt === 'string') return [text(prompt)];
   if (prompt.length > 0 && typeof prompt[0] === 'number') return [prompt as number[]];
-  return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encodeWithSpecials(p) : p));
+  return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? text(p) : p));
 }
 
 class CompletionChoice {
@@ -148,7 +149,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   }
   const family = ctx.family!;
   const tokenizer = family.tokenizer;
-  const prompts = promptsOf(tokenizer, body.prompt);
+  const prompts = promptsOf(family, body.prompt);
   prompts.forEach((p, i) => {
     if (p.length === 0) throw invalidRequest('prompt is empty', prompts.length > 1 ? `prompt[${i}]` : 'prompt');
     const bad = p.find((t) => !tokenizer.isValid(t) || t >= engine.info.vocabSize);

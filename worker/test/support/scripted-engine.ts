@@ -35,6 +35,8 @@ export class ScriptedEngine implements Engine {
     slidingWindow: 128,
     maxPositionEmbeddings: 4096,
     eosTokenId: 200002,
+    bosTokenId: -1,
+    addBosToken: false,
     weightBytes: 0,
   };
   readonly options: Required<Omit<EngineOptions, 'onProgress' | 'backend' | 'threads' | 'kvMemoryFraction'>>;

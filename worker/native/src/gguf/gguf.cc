@@ -325,6 +325,13 @@ uint64_t File::get_uint(const std::string &key) const {
 
 uint64_t File::get_uint(const std::string &key, uint64_t fallback) const { return find(key) ? get_uint(key) : fallback; }
 
+bool File::get_bool(const std::string &key, bool fallback) const {
+    if (!find(key)) return fallback;
+    const Value &v = need(*this, key);
+    if (v.type != ValueType::Bool) wrong_type(*this, key, "a bool", v);
+    return v.u != 0;
+}
+
 double File::get_float(const std::string &key) const {
     const Value &v = need(*this, key);
     if (v.type != ValueType::F32 && v.type != ValueType::F64) wrong_type(*this, key, "a float", v);

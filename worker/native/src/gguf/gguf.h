@@ -81,6 +81,7 @@ class File {
     // Typed metadata; errors name the file and the key (missing, or of another type).
     uint64_t get_uint(const std::string &key) const;  // any unsigned or non-negative signed integer
     uint64_t get_uint(const std::string &key, uint64_t fallback) const;
+    bool get_bool(const std::string &key, bool fallback) const;  // a bool value; absent = fallback
     double get_float(const std::string &key) const;  // f32 or f64
     double get_float(const std::string &key, double fallback) const;
     const std::string &get_string(const std::string &key) const;

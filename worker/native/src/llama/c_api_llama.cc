@@ -23,6 +23,8 @@ void llama_model_info(const LlamaModel &m, ms_model_info *out) {
     out->vocab_size = c.vocab;
     out->max_position_embeddings = c.context;
     out->eos_token_id = c.eos_token_id;
+    out->bos_token_id = c.bos_token_id;
+    out->add_bos_token = c.add_bos ? 1 : 0;
     out->weight_bytes = m.weight_bytes();
 }
 

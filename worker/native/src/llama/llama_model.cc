@@ -150,6 +150,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     if (f.find(a + "vocab_size") && int(f.get_uint(a + "vocab_size")) != c.vocab)
         throw Error(MS_ERR_FORMAT, gguf_path + ": metadata \"" + a + "vocab_size\" differs from the tokenizer's token count");
     c.bos_token_id = m->tok_->bos_id();
+    c.add_bos = m->tok_->add_bos();
     c.eos_token_id = m->tok_->eos_id();
 
     const int64_t H = c.hidden, F = c.ffn, V = c.vocab, QD = int64_t(c.n_heads) * c.head_dim,

@@ -27,6 +27,7 @@ struct LlamaConfig {
     int rope_dims = 0;
     float rope_theta = 10000, rms_eps = 1e-5f;
     int bos_token_id = -1, eos_token_id = -1;
+    bool add_bos = false;
     bool tied_embeddings = false;
     std::string chat_template;
 };

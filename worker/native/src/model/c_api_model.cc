@@ -83,6 +83,8 @@ ms_status ms_model_get_info(const ms_model *model, ms_model_info *out) {
         out->sliding_window = c.sliding_window;
         out->max_position_embeddings = c.max_position_embeddings;
         out->eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
+        out->bos_token_id = -1;  // harmony prompts have no BOS
+        out->add_bos_token = 0;
         out->weight_bytes = m ? m->weight_bytes() : ms::cuda_model_bytes(*model->device);
     });
 }

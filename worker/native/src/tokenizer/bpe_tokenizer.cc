@@ -151,7 +151,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_gguf(const gguf::File &f) {
         return int(v);
     };
     const int bos = id("tokenizer.ggml.bos_token_id"), eos = id("tokenizer.ggml.eos_token_id");
-    return std::make_unique<BpeTokenizer>(std::move(tokens), std::move(types), merges, split, bos, eos, f.path());
+    auto tok = std::make_unique<BpeTokenizer>(std::move(tokens), std::move(types), merges, split, bos, eos, f.path());
+    tok->add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", false);
+    if (tok->add_bos_ && bos < 0)
+        throw Error(MS_ERR_FORMAT, f.path() + ": metadata \"tokenizer.ggml.add_bos_token\" is true but there is no "
+                                              "\"tokenizer.ggml.bos_token_id\"");
+    return tok;
 }
 
 int BpeTokenizer::find_token(const std::string &text) const {

@@ -35,6 +35,8 @@ class BpeTokenizer {
 
     int vocab_size() const { return int(tokens_.size()); }
     int bos_id() const { return bos_; }
+    // Whether a prompt starts with bos_id() (tokenizer.ggml.add_bos_token; absent = no, as for GPT-2-style BPE).
+    bool add_bos() const { return add_bos_; }
     int eos_id() const { return eos_; }
     int token_type(int32_t id) const { return types_[size_t(id)]; }
     const std::string &token_text(int32_t id) const { return tokens_[size_t(id)]; }
@@ -54,6 +56,7 @@ class BpeTokenizer {
     std::vector<int32_t> specials_;  // control and user-defined tokens, longest text first
     PreSplit pre_ = PreSplit::Gpt2;
     int bos_ = -1, eos_ = -1;
+    bool add_bos_ = false;
     std::string byte_char_[256];  // byte -> its code point in the GPT-2 byte alphabet, as UTF-8
     std::unordered_map<uint32_t, uint8_t> char_byte_;
 };
