@@ -19,14 +19,14 @@ import torch
 
 CASES = [
     # name, make_checkpoint options, prompt length, tokens to generate
-    ("tiny-1shard", ["--preset", "tiny", "--seed", "1"], 40, 48),
-    ("tiny-window-3shards", ["--preset", "tiny", "--seed", "2", "--shards", "3"], 180, 32),
+    ("tiny-1shard", ["--preset", "tiny", "--seed", "1"], 40, 64),
+    ("tiny-window-3shards", ["--preset", "tiny", "--seed", "2", "--shards", "3"], 180, 64),
     (
         "wide-2shards",
         ["--preset", "tiny", "--seed", "3", "--hidden", "96", "--intermediate", "128", "--heads", "6", "--kv-heads", "2",
          "--head-dim", "32", "--experts", "12", "--layers", "3", "--vocab", "3000", "--shards", "2"],
         64,
-        40,
+        64,
     ),
 ]
 BASE = ["--preset", "tiny", "--seed", "1"]

@@ -136,7 +136,7 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
     }
     std::vector<int32_t> tokens = prompt;
     std::vector<float> row(V);
-    int pos = 0;
+    int pos = 0, agreed = 0;
     for (size_t step = 0; step < generated.size(); ++step) {
         int chunk = 0;
         for (; pos < int(tokens.size()); pos += chunk) {
@@ -161,13 +161,15 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
             m.forward(&f, 1, kv, row.data());
         }
         const int next = int(std::max_element(row.begin(), row.end()) - row.begin());
+        // Every clear step must pick the reference's token; at a near-tie either choice is legitimate, so the run
+        // goes on with the reference's token (teacher-forced from there) and every generated step stays under test.
         if (margins[step] > greedy_margin) {
             ASSERT_EQ(next, generated[step]) << "paged greedy decode diverged at step " << step;
-        } else {
-            break;  // a near-tie: past here the continuations may legitimately differ
+            ++agreed;
         }
-        tokens.push_back(next);
+        tokens.push_back(generated[step]);
     }
+    EXPECT_GT(agreed, int(generated.size()) / 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Vectors, Reference,
