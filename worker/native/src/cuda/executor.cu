@@ -14,12 +14,33 @@ namespace ms::cuda {
 
 namespace {
 
-// The kernels' switches, each read once where it is used (pdl.cuh, attention.cu, matmul_bf16.cu, moe/*.cu) with the
-// same defaults as here.
+// The RMSNorm in front of each MoE done by the MoE's router kernel (moe.cuh, MoeInputNorm) instead of its own kernel.
+// MODELSERVE_CUDA_MOE_NORM_FUSED=0 turns it off.
+bool moe_norm_fused_switch() {
+    static const bool on = env_switch("MODELSERVE_CUDA_MOE_NORM_FUSED", true);
+    return on;
+}
+// Steps of up to kL2PrefetchMaxTokens tokens pull the next layer's qkv projection into L2 while the MoE runs (moe.cuh,
+// MoeL2Prefetch). MODELSERVE_CUDA_L2_PREFETCH=0 turns it off; MODELSERVE_CUDA_L2_PREFETCH_LAST=0 keeps the prefetch
+// but at normal L2 priority (no evict_last, nothing to release).
+bool l2_prefetch_switch() {
+    static const bool on = env_switch("MODELSERVE_CUDA_L2_PREFETCH", true);
+    return on;
+}
+bool l2_prefetch_last_switch() {
+    static const bool on = env_switch("MODELSERVE_CUDA_L2_PREFETCH_LAST", true);
+    return on;
+}
+// Larger batches read each weight for many tokens: the projections run at full DRAM speed without help.
+constexpr int kL2PrefetchMaxTokens = 8;
+
+// The kernels' switches, each read once where it is used (pdl.cuh, attention.cu, matmul_bf16.cu, moe/*.cu, the
+// functions above) with the same defaults as here.
 void validate_kernel_switches() {
     for (const char *name : {"MODELSERVE_CUDA_PDL", "MODELSERVE_CUDA_ATTN_PLAN", "MODELSERVE_CUDA_PREFILL_ATTN",
                              "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_MID_TILE",
-                             "MODELSERVE_MOE_PREFILL_V2"})
+                             "MODELSERVE_MOE_PREFILL_V2", "MODELSERVE_CUDA_MOE_NORM_FUSED",
+                             "MODELSERVE_CUDA_L2_PREFETCH", "MODELSERVE_CUDA_L2_PREFETCH_LAST"})
         env_switch(name, false);
     env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
     env_choice("MODELSERVE_MOE_DECODE_WARPS", 8, {4, 8});
@@ -368,6 +389,13 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
     rope_cos_sin(d_pos, T, model_->inv_freq, model_->rope_concentration, hd, cs_, s);
     mark(0);
     const float scale = 1.0f / std::sqrt(float(hd));
+    const bool fuse_moe_norm = opt_.moe_norm_fused && moe_norm_fused_switch();
+    const bool l2_prefetch = opt_.l2_prefetch && l2_prefetch_switch() && T <= kL2PrefetchMaxTokens;
+    const bool l2_keep = l2_prefetch_last_switch();
+    auto qkv_ranges = [&](const DeviceLayer &L, L2Range *out) {
+        out[0] = L2Range{L.qkv_w, size_t(QKV) * H * sizeof(uint16_t)};
+        out[1] = L.qkv_b ? L2Range{L.qkv_b, size_t(QKV) * sizeof(float)} : L2Range{};
+    };
     for (int l = 0; l < c.num_hidden_layers; ++l) {
         const DeviceLayer &L = model_->layers[l];
         const int g = spec.layer_group[l];
@@ -390,10 +418,20 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
         mark(2);
         matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, mm_split_, s);
         mark(3);
-        rmsnorm(x_, nullptr, T, H, L.mlp_norm, eps, h_, s);
+        MoeInputNorm in_norm;
+        if (fuse_moe_norm) in_norm = MoeInputNorm{L.mlp_norm, eps};  // the router norms x_ itself
+        else rmsnorm(x_, nullptr, T, H, L.mlp_norm, eps, h_, s);
         MoeNextNorm next;
         if (l + 1 < c.num_hidden_layers) next = MoeNextNorm{model_->layers[l + 1].attn_norm, eps, h_};
-        moe_forward(L.moe, h_, T, x_, moe_ws_, s, next);
+        MoeL2Prefetch hints;
+        if (l2_prefetch) {
+            // The next layer's qkv GEMV then reads its weights from L2. This layer's were fetched (kept) by the
+            // previous MoE and have been read since: back to normal priority.
+            if (l + 1 < c.num_hidden_layers) qkv_ranges(model_->layers[l + 1], hints.fetch);
+            if (l > 0 && l2_keep) qkv_ranges(L, hints.release);
+            hints.keep = l2_keep;
+        }
+        moe_forward(L.moe, fuse_moe_norm ? x_ : h_, T, x_, moe_ws_, s, next, in_norm, hints);
         mark(4);
     }
     if (R > 0) {

@@ -31,6 +31,12 @@ struct ExecutorOptions {
     // and the logits of the other rows come back. MODELSERVE_CUDA_DEVICE_SAMPLING=0 (executor_options_from_env) turns
     // it off: can_sample_on_device() false, the engine copies every row's logits and samples on the CPU.
     bool device_sampling = true;
+    // The RMSNorm in front of each MoE done inside the MoE's router kernel (one kernel less per layer). false turns it
+    // off whatever MODELSERVE_CUDA_MOE_NORM_FUSED says; =0 there turns it off for every executor (A/B runs).
+    bool moe_norm_fused = true;
+    // Steps of up to 8 tokens pull the next layer's qkv weights into L2 during the MoE. false turns it off whatever
+    // MODELSERVE_CUDA_L2_PREFETCH says; =0 there turns it off for every executor.
+    bool l2_prefetch = true;
 };
 
 // Milliseconds spent per stage, summed over profiled steps.

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -241,6 +242,63 @@ INSTANTIATE_TEST_SUITE_P(
                                                "3000"}));
 
 INSTANTIATE_TEST_SUITE_P(Vectors, CudaReference, ::testing::Values("tiny-1shard", "tiny-window-3shards", "wide-2shards"));
+
+// The executor's MoE input norm in the router kernel and its L2 prefetch of the next layer's qkv (both on by default)
+// against executors with either off: a prefill of 20 tokens (all logits; fused norm over several router clusters, no
+// prefetch above 8 tokens), a chunk of 5 (prefetch, not a graph), then decode steps replayed from CUDA graphs. The
+// prefetch changes only what L2 keeps: logits bitwise equal. The fused norm is rmsnorm.cu's norm in the same order
+// (tests/cuda/moe_norm_l2_test.cu), so at most a different fma contraction of the sum of squares could move it by a
+// few ulp: 1e-3 (scaled) is far above that and far below what a wrong norm does to the logits.
+TEST(CudaExecutorMoeOptions, FusedNormAndL2PrefetchKeepTheLogits) {
+    SKIP_WITHOUT_GPU();
+    ms_test::TempDir tmp;
+    const std::string dir = tmp.sub("ckpt");
+    ms::write_synthetic_checkpoint(ms::synthetic_spec_from_args({"--preset", "tiny", "--seed", "9"}), dir);
+    auto host = ms_test::load_model(dir);
+    auto dm = std::shared_ptr<ms::cuda::DeviceModel>(ms::cuda::DeviceModel::upload(*host));
+    auto run = [&](bool fused_norm, bool l2_prefetch) {
+        ms::cuda::ExecutorOptions opt;
+        opt.moe_norm_fused = fused_norm;
+        opt.l2_prefetch = l2_prefetch;
+        ms::cuda::CudaExecutor ex(dm, opt);
+        const int V = ex.vocab_size(), bs = 16, n_blocks = 3;
+        DeviceKv kv(ex.kv_spec(), n_blocks, bs);
+        std::vector<int32_t> table(n_blocks);
+        std::iota(table.begin(), table.end(), 0);
+        std::vector<int32_t> tokens(29);
+        std::mt19937 rng(11);
+        for (auto &t : tokens) t = int32_t(rng() % uint32_t(V));
+        auto seq = [&](int start, int n) {
+            ms::ForwardSeq f;
+            f.tokens = tokens.data() + start;
+            f.n_tokens = n;
+            f.start_pos = start;
+            f.want_logits = true;
+            for (int g = 0; g < ms::kNumKvGroups; ++g) f.block_table[g] = table.data(), f.n_blocks[g] = n_blocks;
+            return f;
+        };
+        std::vector<float> logits(size_t(20) * V);
+        ms::ForwardSeq f = seq(0, 20);
+        ex.forward_all_logits(&f, 1, kv.kv, logits.data());
+        for (int pos = 20; pos < int(tokens.size());) {
+            const int n = pos == 20 ? 5 : 1;
+            f = seq(pos, n);
+            logits.resize(logits.size() + V);
+            ex.forward(&f, 1, kv.kv, logits.data() + logits.size() - V);
+            pos += n;
+        }
+        return logits;
+    };
+    const std::vector<float> plain = run(false, false), prefetch = run(false, true), fused = run(true, false),
+                             both = run(true, true);
+    ASSERT_EQ(plain.size(), both.size());
+    EXPECT_EQ(0, std::memcmp(plain.data(), prefetch.data(), plain.size() * sizeof(float))) << "L2 prefetch, unfused norm";
+    EXPECT_EQ(0, std::memcmp(fused.data(), both.data(), fused.size() * sizeof(float))) << "L2 prefetch, fused norm";
+    const float diff = max_scaled_diff(fused, plain);
+    std::printf("[ cuda moe options ] fused vs unfused MoE input norm: max scaled logit diff %.2e (%s)\n", diff,
+                std::memcmp(fused.data(), plain.data(), plain.size() * sizeof(float)) ? "not bitwise equal" : "bitwise equal");
+    EXPECT_LE(diff, 1e-3f);
+}
 
 // The C API end to end with backend "cuda": the engine's KV pool in device memory, scheduler and sampler on the host.
 struct Collector {

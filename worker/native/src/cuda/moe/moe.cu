@@ -1,6 +1,7 @@
 // moe_forward: validates the layer description, carves the workspace and launches the MoE kernels (router + top-k
 // [+ grouping], group when not fused, gate_up + SwiGLU, down, combine).
 #include <algorithm>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -87,18 +88,21 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
 }
 
 void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residual, void *workspace,
-                 cudaStream_t stream, const MoeNextNorm &next_norm) {
+                 cudaStream_t stream, const MoeNextNorm &next_norm, const MoeInputNorm &in_norm,
+                 const MoeL2Prefetch &l2) {
   using namespace moe;
   validate(l, n_tokens);
   if (n_tokens == 0) return;
   if (!aligned16(x) || !aligned16(residual) || !aligned16(workspace))
     throw std::invalid_argument("moe_forward: x, residual and workspace must be 16-byte aligned");
+  for (const L2Range *r : {&l2.fetch[0], &l2.fetch[1], &l2.release[0], &l2.release[1]})
+    if (r->bytes && !r->ptr) throw std::invalid_argument("moe_forward: an L2 hint range has bytes but no pointer");
   // Carving for n_tokens needs no more bytes than for the max_tokens the workspace was sized for (sizes are monotone).
   const Workspace w = carve_workspace(l, n_tokens, workspace);
   const int tile = choose_token_tile(n_tokens, l.top_k, l.n_experts);
-  if (!launch_router_topk(l, x, n_tokens, tile, w, stream)) launch_group(l, n_tokens, tile, w, stream);
-  launch_gate_up_swiglu(l, n_tokens, tile, w, stream);
-  launch_down(l, n_tokens, tile, w, stream);
+  if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) launch_group(l, n_tokens, tile, w, stream);
+  launch_gate_up_swiglu(l, n_tokens, tile, w, stream, l2.any());
+  launch_down(l, n_tokens, tile, w, stream, l2.any());
   launch_combine(l, n_tokens, residual, w, stream, next_norm);
 }
 

@@ -46,11 +46,16 @@ Workspace carve_workspace(const MoeLayer &l, int max_tokens, void *base);
 
 // Launchers (moe_router.cu, moe_group.cu, moe_mxfp4_matmul.cu, moe_combine.cu).
 // Returns true when the router kernel also did the grouping (every token in one block), so launch_group is not needed.
+// in_norm and l2 as in moe_forward: the router kernel norms x itself, and extra clusters of it issue the L2 hints.
 bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
-                        cudaStream_t stream);
+                        cudaStream_t stream, const MoeInputNorm &in_norm = MoeInputNorm{},
+                        const MoeL2Prefetch &l2 = MoeL2Prefetch{});
 void launch_group(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
-void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
-void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
+// evict_first: the decode kernel (token tile 8) streams the expert weights with an L2 evict_first policy.
+void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                           bool evict_first = false);
+void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                 bool evict_first = false);
 void launch_combine(const MoeLayer &l, int n_tokens, float *residual, const Workspace &w, cudaStream_t stream,
                     const MoeNextNorm &next_norm = MoeNextNorm{});
 

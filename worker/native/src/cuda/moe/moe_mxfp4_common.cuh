@@ -32,6 +32,7 @@ struct MatmulArgs {
   int ldb;                // row stride of the staged activations (in halves), set by the kernel's launcher
   int ntb;                // decode: token rows staged per tile (min(8, n_tokens))
   float limit, alpha;
+  bool evict_first;       // decode kernel: weights (each read once per step) loaded with an L2 evict_first policy
 };
 
 constexpr int kDecodeTokenTile = 8;
@@ -48,6 +49,18 @@ void prepare_prefill_v2();
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+// As cp_async16, with an L2 eviction policy from l2_evict_first_policy() for the line it reads.
+__device__ __forceinline__ void cp_async16_hint(void *smem, const void *gmem, uint64_t policy) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "l"(policy)
+               : "memory");
+}
+// Every access made with this policy gets L2 evict_first priority: its lines are the first to go when L2 needs room.
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>

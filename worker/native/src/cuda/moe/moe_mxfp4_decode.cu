@@ -67,6 +67,14 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
   const uint8_t *gw = a.blocks + size_t(tl.expert) * a.rows * nb * 16;
   const uint8_t *gs = a.scales + size_t(tl.expert) * a.rows * nb;
 
+  // With L2 hints (moe.cuh, MoeL2Prefetch) the weights go through L2 as evict_first: read once per step, they must
+  // not push out the lines fetched for the next layer.
+  const bool evict_first = a.evict_first;
+  const uint64_t policy = evict_first ? l2_evict_first_policy() : 0;
+  auto copy = [&](void *dst, const void *src) {
+    if (evict_first) cp_async16_hint(dst, src, policy);
+    else cp_async16(dst, src);
+  };
   // Row group i of this block: blockIdx.x + i * gridDim.x.
   auto issue = [&](int i) {
     const int rg = blockIdx.x + i * gridDim.x;
@@ -74,9 +82,9 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
       uint8_t *buf = smem + lay.buf + (i % kBufs) * lay.buf_bytes;
       const uint8_t *src = gw + size_t(rg) * 16 * nb * 16;
       for (int r = warp; r < 16; r += kWarps)
-        for (int b = lane; b < nb; b += 32) cp_async16(buf + r * pitch + b * 16, src + (size_t(r) * nb + b) * 16);
+        for (int b = lane; b < nb; b += 32) copy(buf + r * pitch + b * 16, src + (size_t(r) * nb + b) * 16);
       for (int c = threadIdx.x; c < nb; c += blockDim.x)  // 16 * nb scale bytes, 16-byte aligned (checked)
-        cp_async16(buf + lay.scale_off + 16 * c, gs + size_t(rg) * 16 * nb + 16 * c);
+        copy(buf + lay.scale_off + 16 * c, gs + size_t(rg) * 16 * nb + 16 * c);
     }
     cp_async_commit();  // always, so that the group count per row group stays uniform
   };

@@ -237,8 +237,10 @@ int choose_token_tile(int n_tokens, int top_k, int n_experts) {
   return v2 ? kPrefillV2TokenTile : kTokens;
 }
 
-void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream) {
+void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                           bool evict_first) {
   MatmulArgs a{};
+  a.evict_first = evict_first;
   a.blocks = l.gate_up_blocks;
   a.scales = l.gate_up_scales;
   a.bias = l.gate_up_bias;
@@ -255,8 +257,10 @@ void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, cons
   dispatch<true>(a, n_tokens * l.top_k, l.n_experts, token_tile, stream);
 }
 
-void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream) {
+void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                 bool evict_first) {
   MatmulArgs a{};
+  a.evict_first = evict_first;
   a.blocks = l.down_blocks;
   a.scales = l.down_scales;
   a.bias = l.down_bias;

@@ -5,6 +5,10 @@
 // expert index, as the CPU path) and normalises them with a softmax over those k only. Spreading the router over
 // 8 SMs keeps it short at decode, where a single block would wait on its loads one round trip at a time. When one
 // cluster holds every token (decode) it also groups the pairs by expert (moe_group.cuh), saving a launch per layer.
+// With an input norm (MoeInputNorm) every block first computes the inverse RMS of its cluster's tokens from their full
+// rows, in rmsnorm.cu's order (so every block, and the stand-alone kernel, get the same bits), and reads x * inv * gain
+// wherever it read x. With L2 hints (MoeL2Prefetch) the grid has extra clusters that only issue them: the router's own
+// blocks stay as short as without.
 #include <cooperative_groups.h>
 
 #include <cuda_fp16.h>
@@ -22,24 +26,68 @@ constexpr int kRouterTokens = 8;
 constexpr int kClusterBlocks = 8;
 constexpr int kRouterWarps = 8;
 constexpr int kMaxExpertsPerLane = 8;  // up to 256 experts
+// Clusters of hint-only blocks next to the router's own when L2 hints are given: 64 blocks x 256 threads, ~14 lines
+// each for a 29.5 MB range (the 20b qkv projection), issued from 64 SMs' load units rather than 8.
+constexpr int kHintClusters = 8;
 
 struct RouterSmem {  // offsets (in 4-byte words) into the dynamic shared memory
-  int logits, partial, ids, count, total;
+  int logits, partial, ids, count, norm_partial, inv_rms, total;
   __host__ __device__ RouterSmem(int n_experts, int k) {
     const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
     logits = 0;
     partial = logits + kRouterTokens * n_experts;
     ids = partial + 2 * per_block * kRouterTokens;
     count = ids + kRouterTokens * k;
-    total = count + 2 * n_experts + 1;
+    norm_partial = count + 2 * n_experts + 1;           // [kRouterWarps][kRouterTokens] (input norm only)
+    inv_rms = norm_partial + kRouterWarps * kRouterTokens;  // [kRouterTokens]
+    total = inv_rms + kRouterTokens;
   }
 };
 
-template <bool kFuseGroup>
+// The lines of [r.ptr, r.ptr + r.bytes), `thread` of `n_threads` taking every n_threads-th from its own: op(line
+// address, 128-byte aligned; a cudaMalloc'd range starts 256-byte aligned, so no line leaves its allocation).
+template <typename Op>
+__device__ __forceinline__ void for_lines(const L2Range &r, int thread, int n_threads, Op op) {
+  if (!r.bytes) return;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(r.ptr) >> 7;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(r.ptr) + r.bytes - 1) >> 7;
+  for (uintptr_t line = first + thread; line <= last; line += n_threads) op(line << 7);
+}
+
+// Releases first (those lines are where the fetched ones can go), then fetches.
+__device__ void issue_l2_hints(const MoeL2Prefetch &h, int thread, int n_threads) {
+  if (h.keep)
+    for (const L2Range &r : h.release)
+      for_lines(r, thread, n_threads,
+                [](uintptr_t a) { asm volatile("applypriority.global.L2::evict_normal [%0], 128;" ::"l"(a)); });
+  for (const L2Range &r : h.fetch) {
+    if (h.keep)
+      for_lines(r, thread, n_threads, [](uintptr_t a) { asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(a)); });
+    else
+      for_lines(r, thread, n_threads,
+                [](uintptr_t a) { asm volatile("prefetch.global.L2::evict_normal [%0];" ::"l"(a)); });
+  }
+}
+
+// (v * inv) * gain per element, as rmsnorm.cu writes its output (the two products in that order: same bits).
+__device__ __forceinline__ float4 rms_scaled(const float4 &v, float inv, const float *__restrict__ g) {
+  return make_float4(v.x * inv * g[0], v.y * inv * g[1], v.z * inv * g[2], v.w * inv * g[3]);
+}
+
+template <bool kFuseGroup, bool kNorm>
 __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouterWarps * 32)
     router_topk_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ b, const float *__restrict__ x,
                        int n_tokens, int hidden, int n_experts, int k, int *__restrict__ ids, float *__restrict__ wts,
-                       __half *__restrict__ xh, int token_tile, GroupOut group) {
+                       __half *__restrict__ xh, int token_tile, GroupOut group, const float *__restrict__ gain,
+                       float eps, MoeL2Prefetch hints) {
+  if (int(blockIdx.x) >= kClusterBlocks) {  // a hint-only cluster: no cluster barrier, no shared memory
+    pdl_trigger();                           // triggering early is always allowed (pdl.cuh); the router blocks gate
+    if (blockIdx.y == 0)                     // the next launch anyway, after their own wait
+      issue_l2_hints(hints, (blockIdx.x - kClusterBlocks) * blockDim.x + threadIdx.x,
+                     (gridDim.x - kClusterBlocks) * blockDim.x);
+    pdl_wait();  // a kernel must not complete before its wait returned: completion stays transitive down the chain
+    return;
+  }
   extern __shared__ float sh[];
   const RouterSmem lay(n_experts, k);
   cg::cluster_group cluster = cg::this_cluster();
@@ -51,6 +99,12 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
     const char *p = reinterpret_cast<const char *>(w + size_t(e0) * hidden);
     for (size_t off = threadIdx.x * 128; off < size_t(e1 - e0) * hidden * 2; off += blockDim.x * 128)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+    if constexpr (kNorm) {  // and the norm's gain, every block a share of its lines
+      const char *g = reinterpret_cast<const char *>(gain);
+      for (size_t off = (rank0 * blockDim.x + threadIdx.x) * 128; off < size_t(hidden) * 4;
+           off += kClusterBlocks * blockDim.x * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(g + off));
+    }
   }
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
@@ -58,12 +112,51 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t0 = blockIdx.y * kRouterTokens;
   const int nt = min(kRouterTokens, n_tokens - t0);
+  float inv[kRouterTokens];  // input norm: 1 / RMS of each of this cluster's tokens
+  if constexpr (kNorm) {
+    // rmsnorm.cu's order (it also runs 256 threads a row): each thread sums the squares of columns thread,
+    // thread + 256, ... in turn, then the warp adds its lanes (xor butterfly), then warp 0 adds the 8 warps' sums the
+    // same way. Every block of every cluster gets the same bits as the stand-alone kernel.
+    static_assert(kRouterWarps == 8, "the sum of squares follows rmsnorm.cu's 256-thread reduction");
+    float *ss_part = sh + lay.norm_partial, *inv_rms = sh + lay.inv_rms;
+    float ss[kRouterTokens];
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) ss[t] = 0.f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+#pragma unroll
+      for (int t = 0; t < kRouterTokens; ++t)
+        if (t < nt) {
+          const float v = x[size_t(t0 + t) * hidden + i];
+          ss[t] += v * v;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) {
+      for (int o = 16; o > 0; o >>= 1) ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], o);
+      if (lane == 0) ss_part[warp * kRouterTokens + t] = ss[t];
+    }
+    __syncthreads();
+    if (warp == 0)
+      for (int t = 0; t < nt; ++t) {
+        float v = lane < kRouterWarps ? ss_part[lane * kRouterTokens + t] : 0.f;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) inv_rms[t] = rsqrtf(v / float(hidden) + eps);
+      }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) inv[t] = t < nt ? inv_rms[t] : 0.f;
+  }
   // The expert matmuls read x in fp16: convert this cluster's tokens once here, 1/8 of the columns per block.
   const int own = (hidden / 8 - rank + kClusterBlocks - 1) / kClusterBlocks;  // 8-column chunks rank, rank + 8, ...
   for (int i = threadIdx.x; i < nt * own; i += blockDim.x) {
     const int t = i / own, c = (rank + (i - t * own) * kClusterBlocks) * 8;
     const float4 *src = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
-    const float4 p = src[0], q = src[1];
+    float4 p = src[0], q = src[1];
+    if constexpr (kNorm) {
+      const float r = sh[lay.inv_rms + t];
+      p = rms_scaled(p, r, gain + c);
+      q = rms_scaled(q, r, gain + c + 4);
+    }
     const __half2 h[4] = {__floats2half2_rn(p.x, p.y), __floats2half2_rn(p.z, p.w), __floats2half2_rn(q.x, q.y),
                           __floats2half2_rn(q.z, q.w)};
     *reinterpret_cast<uint4 *>(xh + size_t(t0 + t) * hidden + c) = *reinterpret_cast<const uint4 *>(h);
@@ -84,11 +177,19 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
     for (int ch = c_begin + lane; ch < c_end; ch += 32) {
       const int c = ch * 8;
       const uint4 wv = *reinterpret_cast<const uint4 *>(wr + c);
+      float g[8];  // input norm: this chunk's gain, shared by the tokens (scalar loads: no alignment asked of it)
+      if constexpr (kNorm) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) g[j] = __ldg(gain + c + j);
+      }
 #pragma unroll
       for (int t = 0; t < kRouterTokens; ++t) {
         if (t < nt) {
           const float4 *xp = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
-          acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
+          if constexpr (kNorm)
+            acc[t] += dot_bf16x8(wv, rms_scaled(xp[0], inv[t], g), rms_scaled(xp[1], inv[t], g + 4));
+          else
+            acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
         }
       }
     }
@@ -142,20 +243,17 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
 }  // namespace
 
 bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const MoeInputNorm &in_norm, const MoeL2Prefetch &l2) {
   const int token_blocks = (n_tokens + kRouterTokens - 1) / kRouterTokens;
   const size_t smem = size_t(RouterSmem(l.n_experts, l.top_k).total) * sizeof(float);
-  const dim3 grid(kClusterBlocks, token_blocks);
-  if (token_blocks == 1) {
-    launch_pdl(router_topk_kernel<true>, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x,
-               n_tokens, l.hidden, l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh),
-               token_tile, group_out(w));
-    return true;
-  }
-  launch_pdl(router_topk_kernel<false>, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x,
-             n_tokens, l.hidden, l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh),
-             token_tile, GroupOut{});
-  return false;
+  const dim3 grid(kClusterBlocks * (1 + (l2.any() ? kHintClusters : 0)), token_blocks);
+  const bool fuse_group = token_blocks == 1, norm = in_norm.gain != nullptr;
+  auto kernel = fuse_group ? (norm ? router_topk_kernel<true, true> : router_topk_kernel<true, false>)
+                           : (norm ? router_topk_kernel<false, true> : router_topk_kernel<false, false>);
+  launch_pdl(kernel, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x, n_tokens, l.hidden,
+             l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh), token_tile,
+             fuse_group ? group_out(w) : GroupOut{}, in_norm.gain, in_norm.eps, l2);
+  return fuse_group;
 }
 
 }  // namespace ms::cuda::moe
