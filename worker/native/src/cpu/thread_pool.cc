@@ -3,6 +3,8 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "common/thread_priority.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -37,6 +39,7 @@ ThreadPool::ThreadPool(int n_threads, std::chrono::microseconds spin) : spin_(sp
     }
     if (n_threads > int(kCountMask)) n_threads = int(kCountMask);  // the job word counts the workers in 16 bits
     n_threads_ = n_threads;
+    compute_thread_nice();  // a bad MS_COMPUTE_THREAD_NICE fails here, not inside a worker
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -100,6 +103,7 @@ void ThreadPool::run_chunks() {
 }
 
 void ThreadPool::worker_loop() {
+    lower_compute_thread_priority();
     uint64_t seen = 0;  // generation of the last job this worker joined or skipped
     auto gen = [](uint64_t s) { return s >> kGenShift; };
     for (;;) {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/thread_priority.h"
 
 namespace ms {
 
@@ -117,7 +118,11 @@ Engine::Engine(Executor &exec, const ms_engine_params &p, ms_event_fn on_events,
     events_.reserve(static_cast<size_t>(p.max_seqs) * 2);
     finished_.reserve(p.max_seqs);
     snapshot_.kv_blocks_total = pool_->num_blocks(kFullGroup);
-    thread_ = std::thread([this] { loop(); });
+    compute_thread_nice();  // validated here (throws), applied by the thread itself
+    thread_ = std::thread([this] {
+        lower_compute_thread_priority();
+        loop();
+    });
 }
 
 Engine::~Engine() {
