@@ -20,12 +20,17 @@ bool moe_norm_fused_switch() {
     static const bool on = env_switch("MODELSERVE_CUDA_MOE_NORM_FUSED", true);
     return on;
 }
-// Steps of up to kL2PrefetchMaxTokens tokens pull the next layer's qkv projection into L2 while the MoE runs (moe.cuh,
-// MoeL2Prefetch). MODELSERVE_CUDA_L2_PREFETCH=0 turns it off; MODELSERVE_CUDA_L2_PREFETCH_LAST=0 keeps the prefetch
-// but at normal L2 priority (no evict_last, nothing to release).
-bool l2_prefetch_switch() {
-    static const bool on = env_switch("MODELSERVE_CUDA_L2_PREFETCH", true);
-    return on;
+// Steps of up to kL2PrefetchMaxTokens tokens may pull the next layer's qkv projection into L2 while the MoE runs
+// (moe.cuh, MoeL2Prefetch). Off by default: on an H100 (2026-12-07, 20b batch 1) it made the step slower, 3.012 against
+// 2.790 ms (2.902 ms at normal L2 priority), though the qkv GEMV itself got faster. ExecutorOptions::l2_prefetch turns
+// it on; MODELSERVE_CUDA_L2_PREFETCH=1/0, when set, overrides the option for every executor (A/B runs);
+// MODELSERVE_CUDA_L2_PREFETCH_LAST=0 prefetches at normal L2 priority (no evict_last, nothing to release).
+bool l2_prefetch_on(bool option) {
+    static const int env = [] {
+        const char *v = std::getenv("MODELSERVE_CUDA_L2_PREFETCH");
+        return v && *v ? int(env_switch("MODELSERVE_CUDA_L2_PREFETCH", false)) : -1;
+    }();
+    return env < 0 ? option : env == 1;
 }
 bool l2_prefetch_last_switch() {
     static const bool on = env_switch("MODELSERVE_CUDA_L2_PREFETCH_LAST", true);
@@ -390,7 +395,7 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
     mark(0);
     const float scale = 1.0f / std::sqrt(float(hd));
     const bool fuse_moe_norm = opt_.moe_norm_fused && moe_norm_fused_switch();
-    const bool l2_prefetch = opt_.l2_prefetch && l2_prefetch_switch() && T <= kL2PrefetchMaxTokens;
+    const bool l2_prefetch = l2_prefetch_on(opt_.l2_prefetch) && T <= kL2PrefetchMaxTokens;
     const bool l2_keep = l2_prefetch_last_switch();
     auto qkv_ranges = [&](const DeviceLayer &L, L2Range *out) {
         out[0] = L2Range{L.qkv_w, size_t(QKV) * H * sizeof(uint16_t)};

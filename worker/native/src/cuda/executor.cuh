@@ -34,9 +34,9 @@ struct ExecutorOptions {
     // The RMSNorm in front of each MoE done inside the MoE's router kernel (one kernel less per layer). false turns it
     // off whatever MODELSERVE_CUDA_MOE_NORM_FUSED says; =0 there turns it off for every executor (A/B runs).
     bool moe_norm_fused = true;
-    // Steps of up to 8 tokens pull the next layer's qkv weights into L2 during the MoE. false turns it off whatever
-    // MODELSERVE_CUDA_L2_PREFETCH says; =0 there turns it off for every executor.
-    bool l2_prefetch = true;
+    // Steps of up to 8 tokens pull the next layer's qkv weights into L2 during the MoE. Off: measured slower on an H100
+    // (executor.cu). MODELSERVE_CUDA_L2_PREFETCH=1/0, when set, overrides this for every executor (A/B runs).
+    bool l2_prefetch = false;
 };
 
 // Milliseconds spent per stage, summed over profiled steps.
