@@ -7,6 +7,10 @@ Writes into worker/native/testdata/smollm2/:
   greedy.json    for 20 prompts: the prompt's ids, the greedy continuation (64 tokens, or up to and including the
                  first <|im_end|>), and the 32 largest last-position logits with their ids
 
+llama.cpp's arithmetic depends on the SIMD of the machine that built it (GGML_NATIVE): an AVX-512 build and an AVX2
+build give different greedy.json files. The committed one is from an AVX-512 build; the engine's exact mode for it is
+MS_LLAMA_NUMERICS=llamacpp (llamacpp-avx2 for a file made by an AVX2 build; docs/slm.md).
+
 Run with the cached venv's python (hack/slm/ensure-llama-cpp.sh prints it):
   $(hack/slm/ensure-llama-cpp.sh | tail -1) hack/slm/make-reference.py MODEL.gguf OUT_DIR
 """

@@ -2,7 +2,9 @@
 // hack/slm/make-reference.py through llama-cpp-python): tokenization of a few hundred strings is identical; greedy
 // continuations of 20 prompts through the serving engine (paged KV cache, scheduler, batched decode) are identical up
 // to the first step where llama.cpp itself had a near-tie (and there we took its runner-up); the last-position logits
-// are within kLogitTolerance and have the same argmax.
+// are within kLogitTolerance and have the same argmax. With MS_LLAMA_NUMERICS=llamacpp (llama.cpp's own arithmetic,
+// src/llama/llama_ggml_ops.h) the greedy continuations are identical over all their tokens and the logits equal
+// llama.cpp's up to the reference file's 5-decimal rounding.
 //
 // The model is fetched by `make slm-model` (hack/slm/fetch-model.sh), which `make test-native` runs first. When it is
 // missing these tests FAIL (never skip): a silently skipped reference check is no check.
@@ -58,29 +60,46 @@ ms::Json load_json(const std::string &name) {
     return ms::Json::parse(ms::read_text_file(path), path);
 }
 
+// Loads the model with MS_LLAMA_NUMERICS set to `numerics` (nullptr: unset) for the load only.
+ms_status load_model(const char *numerics, ms_model **out) {
+    const std::string path = model_path();
+    const char *old = std::getenv("MS_LLAMA_NUMERICS");
+    const std::string saved = old ? old : "";
+    if (numerics) setenv("MS_LLAMA_NUMERICS", numerics, 1);
+    else unsetenv("MS_LLAMA_NUMERICS");
+    ms_model_params p;
+    ms_model_params_default(&p);
+    p.path = path.c_str();
+    p.n_threads = 2;
+    const ms_status st = ms_model_load(&p, out);
+    if (old) setenv("MS_LLAMA_NUMERICS", saved.c_str(), 1);
+    else unsetenv("MS_LLAMA_NUMERICS");
+    return st;
+}
+
 class SmolLM2 : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
-        const std::string path = model_path();
-        if (!ms::file_exists(path)) return;
-        ms_model_params p;
-        ms_model_params_default(&p);
-        p.path = path.c_str();
-        p.n_threads = 2;
-        if (ms_model_load(&p, &model_) != MS_OK) load_error_ = ms_last_error();
+        if (!ms::file_exists(model_path())) return;
+        if (load_model(nullptr, &model_) != MS_OK) load_error_ = ms_last_error();
+        if (load_model("llamacpp", &llamacpp_) != MS_OK) load_error_ += ms_last_error();
     }
     static void TearDownTestSuite() {
         ms_model_free(model_);
-        model_ = nullptr;
+        ms_model_free(llamacpp_);
+        model_ = llamacpp_ = nullptr;
     }
     void SetUp() override {
         ASSERT_TRUE(ms::file_exists(model_path())) << model_path() << " is missing: run `make slm-model` (hack/slm/fetch-model.sh)";
         ASSERT_NE(model_, nullptr) << load_error_;
+        ASSERT_NE(llamacpp_, nullptr) << load_error_;
     }
-    static ms_model *model_;
+    static ms_model *model_;     // the engine's own kernels (the default)
+    static ms_model *llamacpp_;  // MS_LLAMA_NUMERICS=llamacpp
     static std::string load_error_;
 };
 ms_model *SmolLM2::model_ = nullptr;
+ms_model *SmolLM2::llamacpp_ = nullptr;
 std::string SmolLM2::load_error_;
 
 TEST_F(SmolLM2, ModelInfo) {
@@ -146,12 +165,12 @@ struct Events {
     }
 };
 
-TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
-    const ms::Json doc = load_json("greedy.json");
+// Greedy continuations of all the reference prompts, submitted together to one engine over `model`.
+std::vector<std::vector<int32_t>> greedy_through_engine(ms_model *model, const ms::Json &doc) {
     const auto &cases = doc.find("cases")->items();
-    ASSERT_EQ(cases.size(), 20u);
     const int n_greedy = int(doc.find("n_greedy")->as_number());
     const int32_t stop = int32_t(doc.find("stop_id")->as_number());
+    std::vector<std::vector<int32_t>> out;
     ms_engine_params ep;
     ms_engine_params_default(&ep);
     ep.max_context = 512;
@@ -159,7 +178,8 @@ TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
     ep.kv_dtype_bf16 = 0;
     Events events;
     ms_engine *engine = nullptr;
-    ASSERT_EQ(ms_engine_create(model_, &ep, &Events::on, &events, &engine), MS_OK) << ms_last_error();
+    EXPECT_EQ(ms_engine_create(model, &ep, &Events::on, &events, &engine), MS_OK) << ms_last_error();
+    if (!engine) return out;
     std::vector<uint64_t> ids;
     std::vector<std::vector<int32_t>> prompts;
     for (const ms::Json &c : cases) prompts.push_back(ints(*c.find("ids")));
@@ -173,14 +193,25 @@ TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
         r.stop_token_ids = &stop;
         r.n_stop_token_ids = 1;
         uint64_t id = 0;
-        ASSERT_EQ(ms_engine_submit(engine, &r, &id), MS_OK) << ms_last_error();
+        EXPECT_EQ(ms_engine_submit(engine, &r, &id), MS_OK) << ms_last_error();
         ids.push_back(id);
     }
     {
         std::unique_lock<std::mutex> lk(events.mu);
-        ASSERT_TRUE(events.cv.wait_for(lk, std::chrono::seconds(600), [&] { return events.finish.size() == ids.size(); }));
+        EXPECT_TRUE(events.cv.wait_for(lk, std::chrono::seconds(600), [&] { return events.finish.size() == ids.size(); }));
     }
     ms_engine_free(engine);
+    std::lock_guard<std::mutex> lk(events.mu);
+    for (uint64_t id : ids) out.push_back(events.tokens[id]);
+    return out;
+}
+
+TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
+    const ms::Json doc = load_json("greedy.json");
+    const auto &cases = doc.find("cases")->items();
+    ASSERT_EQ(cases.size(), 20u);
+    const std::vector<std::vector<int32_t>> tokens = greedy_through_engine(model_, doc);
+    ASSERT_EQ(tokens.size(), cases.size());
     // Identical tokens, except where llama.cpp's own choice was a near-tie: at the first step where we differ, our
     // token must be one of its runners-up scored within kTieGap of its choice (closer than the two implementations'
     // logits agree, see kLogitTolerance); from there on the sequences legitimately differ. Anything else fails.
@@ -189,7 +220,7 @@ TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
         const std::vector<int32_t> want = ints(*cases[i].find("greedy"));
         const auto &alts = cases[i].find("alts")->items();
         const auto &gaps = cases[i].find("gaps")->items();
-        const std::vector<int32_t> &got = events.tokens[ids[i]];
+        const std::vector<int32_t> &got = tokens[i];
         total += int(want.size());
         size_t k = 0;
         while (k < want.size() && k < got.size() && got[k] == want[k]) ++k;
@@ -235,6 +266,57 @@ TEST_F(SmolLM2, LastPositionLogitsWithinToleranceOfLlamaCpp) {
         EXPECT_NE(std::find(top.begin(), top.end(), arg), top.end()) << "argmax " << arg << " is not in llama.cpp's top 32";
     }
     std::printf("largest |logit - llama.cpp| over the top-32 of 20 prompts: %.5f (tolerance %.2f)\n", worst, kLogitTolerance);
+}
+
+// MS_LLAMA_NUMERICS=llamacpp: every greedy token of every prompt equals llama.cpp's (64 tokens or up to its stop id),
+// through the same serving engine (batched decode of 20 sequences, paged KV cache, prefix cache).
+TEST_F(SmolLM2, LlamaCppNumericsGreedyContinuationsAreIdentical) {
+    const ms::Json doc = load_json("greedy.json");
+    const auto &cases = doc.find("cases")->items();
+    ASSERT_EQ(cases.size(), 20u);
+    const std::vector<std::vector<int32_t>> tokens = greedy_through_engine(llamacpp_, doc);
+    ASSERT_EQ(tokens.size(), cases.size());
+    int identical = 0, matched = 0, total = 0;
+    for (size_t i = 0; i < cases.size(); ++i) {
+        const std::vector<int32_t> want = ints(*cases[i].find("greedy"));
+        size_t k = 0;
+        while (k < want.size() && k < tokens[i].size() && tokens[i][k] == want[k]) ++k;
+        matched += int(k);
+        total += int(want.size());
+        identical += tokens[i] == want;
+        EXPECT_EQ(tokens[i], want) << "prompt " << i << " first differs at step " << k << "\n"
+                                   << unhex(cases[i].find("prompt_hex")->as_string());
+    }
+    std::printf("llamacpp numerics, greedy: %d of %zu prompts identical (%d of %d tokens before any difference)\n", identical,
+                cases.size(), matched, total);
+}
+
+// MS_LLAMA_NUMERICS=llamacpp: the top-32 last-position logits equal llama.cpp's as the reference file stores them
+// (rounded to 5 decimals; the logits are below 100, so a float's own spacing there is under 1e-5).
+TEST_F(SmolLM2, LlamaCppNumericsLastPositionLogitsAreIdentical) {
+    const ms::Json doc = load_json("greedy.json");
+    double worst = 0;
+    for (const ms::Json &c : doc.find("cases")->items()) {
+        const std::vector<int32_t> prompt = ints(*c.find("ids"));
+        std::vector<float> logits(prompt.size() * 49152);
+        ASSERT_EQ(ms_model_eval(llamacpp_, prompt.data(), int(prompt.size()), logits.data()), MS_OK) << ms_last_error();
+        const float *last = logits.data() + (prompt.size() - 1) * 49152;
+        const std::vector<int32_t> top = ints(*c.find("top_ids"));
+        const auto &vals = c.find("top_logits")->items();
+        for (size_t j = 0; j < top.size(); ++j) {
+            const double d = std::fabs(double(last[top[j]]) - vals[j].as_number());
+            worst = std::max(worst, d);
+            EXPECT_LE(d, 5.1e-6) << "token " << top[j];
+        }
+    }
+    std::printf("llamacpp numerics: largest |logit - llama.cpp| over the top-32 of 20 prompts: %.7f\n", worst);
+}
+
+TEST(SmolLM2Load, UnknownNumericsValueFailsTheLoadNamingTheVariable) {
+    ms_model *m = nullptr;
+    EXPECT_EQ(load_model("llama.cpp", &m), MS_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(m, nullptr);
+    EXPECT_NE(std::string(ms_last_error()).find("MS_LLAMA_NUMERICS=\"llama.cpp\""), std::string::npos) << ms_last_error();
 }
 
 TEST(SmolLM2Load, WrongArchitectureAndMissingTensorsNameTheFile) {

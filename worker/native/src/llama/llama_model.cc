@@ -5,11 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
 #include "cpu/attention.h"
 #include "cpu/bf16.h"
+#include "llama/llama_ggml_ops.h"
 
 namespace ms {
 
@@ -71,6 +74,22 @@ void rope_cache(int pos, float theta_base, int rope_dims, float *cos_sin) {
     }
 }
 
+// MS_LLAMA_NUMERICS, read at load: unset, "" or "default" runs the engine's own kernels; "llamacpp-avx512" and
+// "llamacpp-avx2" reproduce the arithmetic of llama.cpp's CPU backend built for an AVX-512 or an AVX2 CPU
+// (llama_ggml_ops.h), "llamacpp" is llamacpp-avx512 (the build that made testdata/smollm2/greedy.json); anything
+// else is an error that names the variable.
+bool llamacpp_numerics_from_env(ggml_ops::GgmlBuild *build) {
+    const char *v = std::getenv("MS_LLAMA_NUMERICS");
+    const std::string s = v ? v : "";
+    if (s.empty() || s == "default") return false;
+    if (s == "llamacpp" || s == "llamacpp-avx512") *build = ggml_ops::GgmlBuild::Avx512;
+    else if (s == "llamacpp-avx2") *build = ggml_ops::GgmlBuild::Avx2;
+    else
+        throw Error(MS_ERR_INVALID_ARGUMENT, "MS_LLAMA_NUMERICS=\"" + s +
+                                                 "\" is not one of \"default\", \"llamacpp\", \"llamacpp-avx512\", \"llamacpp-avx2\"");
+    return true;
+}
+
 int64_t row_grain(int rows, int threads) { return std::max<int64_t>(8, (rows / (threads * 8) + 7) / 8 * 8); }
 
 }  // namespace
@@ -114,6 +133,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     }
     if (params.n_threads < 0) throw Error(MS_ERR_INVALID_ARGUMENT, "n_threads must be >= 0");
     auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
+    m->llamacpp_numerics_ = llamacpp_numerics_from_env(&m->ggml_build_);
+    if (const char *d = std::getenv("MS_LLAMA_DUMP")) m->dump_dir_ = d;
     m->file_ = gguf::File::open(gguf_path);
     const gguf::File &f = *m->file_;
     LlamaConfig &c = m->cfg_;
@@ -143,6 +164,10 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     if (c.rope_dims > c.head_dim || c.rope_dims % 2 != 0 || c.head_dim > 256 || c.n_heads / c.n_kv_heads > 64)
         throw Error(MS_ERR_UNSUPPORTED, gguf_path + ": head_dim " + std::to_string(c.head_dim) + " / rope dims " +
                                             std::to_string(c.rope_dims) + " / heads per KV head are not supported");
+    if (m->llamacpp_numerics_ && c.head_dim % ggml_ops::head_dim_multiple(m->ggml_build_) != 0)
+        throw Error(MS_ERR_UNSUPPORTED, gguf_path + ": MS_LLAMA_NUMERICS=llamacpp needs a head_dim that is a multiple of " +
+                                            std::to_string(ggml_ops::head_dim_multiple(m->ggml_build_)) + ", got " +
+                                            std::to_string(c.head_dim));
     c.chat_template = f.get_string("tokenizer.chat_template", "");
 
     m->tok_ = BpeTokenizer::from_gguf(f);
@@ -164,6 +189,9 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
         mx.cols = int(cols);
         if (weight_type_quantized(mx.type) && cols % 32 != 0)
             throw Error(MS_ERR_FORMAT, gguf_path + ": tensor \"" + name + "\" has rows that are not whole 32-blocks");
+        if (m->llamacpp_numerics_ && mx.type != WeightType::Q4_1 && mx.type != WeightType::Q8_0)
+            throw Error(MS_ERR_UNSUPPORTED, gguf_path + ": tensor \"" + name + "\" is " + weight_type_name(mx.type) +
+                                                ", but MS_LLAMA_NUMERICS=llamacpp emulates only Q4_1 and Q8_0 matrices");
         return mx;
     };
     auto vec = [&](const std::string &name, int64_t n) {
@@ -203,6 +231,17 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     m->ws_ = std::make_unique<Workspace>();
     f.prefault(params.progress, params.progress_user);
     return m;
+}
+
+void LlamaModel::dump(const char *name, int layer, const float *x, int64_t n) const {
+    if (dump_dir_.empty()) return;
+    const std::string dir = dump_dir_ + "/" + std::to_string(dump_step_);
+    mkdir(dir.c_str(), 0755);
+    const std::string path = dir + "/" + name + (layer >= 0 ? "-" + std::to_string(layer) : std::string()) + ".f32";
+    if (FILE *f = std::fopen(path.c_str(), "wb")) {
+        std::fwrite(x, sizeof(float), size_t(n), f);
+        std::fclose(f);
+    }
 }
 
 size_t LlamaModel::kv_block_bytes(int group, int block_size, bool bf16) const {
@@ -263,7 +302,9 @@ void LlamaModel::matmul(const LlamaMatrix *const *mats, float *const *outs, int 
         for (int i = 0; i < n_mats && b < e; ++i) {
             const LlamaMatrix &M = *mats[i];
             const int lo = int(std::max<int64_t>(b, base)), hi = int(std::min<int64_t>(e, base + M.rows));
-            if (lo < hi)
+            if (lo < hi && llamacpp_numerics_)
+                ggml_ops::matmul_rows(simd_, M.type, M.data, K, w.q8, T, lo - base, hi - base, outs[i], M.rows);
+            else if (lo < hi)
                 matmul_rows(simd_, M.type, M.data, K, x, K, quant ? &w.q8 : nullptr, T, lo - base, hi - base, outs[i], M.rows);
             base += M.rows;
         }
@@ -291,11 +332,15 @@ void LlamaModel::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *l
         const ForwardSeq &s = seqs[tok_seq[t]];
         const int tok = s.tokens[tok_pos[t] - s.start_pos];
         dequantize_row(embed_.type, embed_.data + int64_t(tok) * erb, H, x + int64_t(t) * H);
-        rope_cache(tok_pos[t], cfg_.rope_theta, cfg_.rope_dims, cs + int64_t(t) * cfg_.rope_dims);
+        if (llamacpp_numerics_) ggml_ops::rope_cache(tok_pos[t], cfg_.rope_theta, cfg_.rope_dims, cs + int64_t(t) * cfg_.rope_dims);
+        else rope_cache(tok_pos[t], cfg_.rope_theta, cfg_.rope_dims, cs + int64_t(t) * cfg_.rope_dims);
     }
+    if (!dump_dir_.empty()) mkdir(dump_dir_.c_str(), 0755);
+    dump("embd", -1, x, int64_t(T) * H);
     for (int l = 0; l < cfg_.n_layers; ++l) {
         attention(l, seqs, n_seqs, kv, T);
         mlp(l, T);
+        dump("l_out", l, x, int64_t(T) * H);
     }
     std::vector<int> &rows = w.logit_rows;
     rows.clear();
@@ -309,6 +354,9 @@ void LlamaModel::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *l
     const LlamaMatrix *mats[1] = {&output_};
     float *outs[1] = {logits};
     matmul(mats, outs, 1, fin, R);
+    dump("result_norm", -1, fin, int64_t(R) * H);
+    dump("result_output", -1, logits, int64_t(R) * cfg_.vocab);
+    ++dump_step_;
 }
 
 void LlamaModel::attention(int l, const ForwardSeq *seqs, int n_seqs, KvStorage &kv, int T) {
@@ -327,15 +375,18 @@ void LlamaModel::attention(int l, const ForwardSeq *seqs, int n_seqs, KvStorage 
         float *outs[3] = {q, k, v};
         matmul(mats, outs, 3, h, T);
     }
+    dump("attn_norm", l, h, int64_t(T) * H);
+    dump("Vcur", l, v, int64_t(T) * KVD);
     const int bs = kv.block_size;
     const int li = spec_.layer_index_in_group[l];
     const int64_t block_stride = int64_t(kv.layers_in_group[kFullGroup]) * bs * KVD;
     const int64_t layer_off = int64_t(li) * bs * KVD;
     const int *tok_seq = w.tok_seq.data(), *tok_pos = w.tok_pos.data();
     const float *cs = w.cos_sin.data();
+    const auto rope = llamacpp_numerics_ ? ggml_ops::rope_pairs : rope_pairs;
     for (int t = 0; t < T; ++t) {
-        rope_pairs(cs + int64_t(t) * rd, q + int64_t(t) * QD, nh, hd, rd);
-        rope_pairs(cs + int64_t(t) * rd, k + int64_t(t) * KVD, nkv, hd, rd);
+        rope(cs + int64_t(t) * rd, q + int64_t(t) * QD, nh, hd, rd);
+        rope(cs + int64_t(t) * rd, k + int64_t(t) * KVD, nkv, hd, rd);
         const ForwardSeq &s = seqs[tok_seq[t]];
         const int pos = tok_pos[t];
         const int64_t off = int64_t(s.block_table[kFullGroup][pos / bs]) * block_stride + layer_off + int64_t(pos % bs) * KVD;
@@ -347,6 +398,8 @@ void LlamaModel::attention(int l, const ForwardSeq *seqs, int n_seqs, KvStorage 
             std::memcpy(static_cast<float *>(kv.v[kFullGroup]) + off, v + int64_t(t) * KVD, sizeof(float) * KVD);
         }
     }
+    dump("Qcur.2", l, q, int64_t(T) * QD);
+    dump("Kcur.2", l, k, int64_t(T) * KVD);
     const float scale = 1.0f / std::sqrt(float(hd));
     const size_t esize = kv.bf16 ? 2 : 4;
     pool_->parallel_for(int64_t(T) * nkv, 1, [&](int64_t b, int64_t e) {
@@ -362,8 +415,13 @@ void LlamaModel::attention(int l, const ForwardSeq *seqs, int n_seqs, KvStorage 
             view.row_stride = KVD;
             view.block_table = s.block_table[kFullGroup];
             view.n_blocks = s.n_blocks[kFullGroup];
-            attend_paged(simd_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, no_sinks_, view, 0, tok_pos[t],
-                         attn + int64_t(t) * QD + kh * G * hd);
+            if (llamacpp_numerics_)
+                // llama.cpp runs a prompt as one ubatch (2+ tokens: tinyBLAS for kqv) and decodes one token at a time.
+                ggml_ops::attend_paged(simd_, ggml_build_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, view, tok_pos[t], s.n_tokens >= 2,
+                                       attn + int64_t(t) * QD + kh * G * hd);
+            else
+                attend_paged(simd_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, no_sinks_, view, 0, tok_pos[t],
+                             attn + int64_t(t) * QD + kh * G * hd);
         }
     });
     {
@@ -371,7 +429,10 @@ void LlamaModel::attention(int l, const ForwardSeq *seqs, int n_seqs, KvStorage 
         float *outs[1] = {proj};
         matmul(mats, outs, 1, attn, T);
     }
+    dump("kqv_out", l, attn, int64_t(T) * QD);
+    dump("attn_out", l, proj, int64_t(T) * H);
     for (int64_t i = 0; i < int64_t(T) * H; ++i) x[i] += proj[i];
+    dump("ffn_inp", l, x, int64_t(T) * H);
 }
 
 void LlamaModel::mlp(int l, int T) {
@@ -388,7 +449,14 @@ void LlamaModel::mlp(int l, int T) {
         float *outs[2] = {gate, up};
         matmul(mats, outs, 2, h, T);
     }
+    dump("ffn_norm", l, h, int64_t(T) * H);
+    dump("ffn_gate", l, gate, int64_t(T) * F);
+    dump("ffn_up", l, up, int64_t(T) * F);
     pool_->parallel_for(T, 1, [&](int64_t b, int64_t e) {
+        if (llamacpp_numerics_) {
+            for (int64_t t = b; t < e; ++t) ggml_ops::swiglu_row(simd_, ggml_build_, gate + t * F, up + t * F, act + t * F, F);
+            return;
+        }
         for (int64_t i = b * F; i < e * F; ++i) {
             const float g = gate[i];
             act[i] = g / (1.0f + std::exp(-g)) * up[i];
@@ -399,6 +467,8 @@ void LlamaModel::mlp(int l, int T) {
         float *outs[1] = {proj};
         matmul(mats, outs, 1, act, T);
     }
+    dump("ffn_swiglu", l, act, int64_t(T) * F);
+    dump("ffn_out", l, proj, int64_t(T) * H);
     for (int64_t i = 0; i < int64_t(T) * H; ++i) x[i] += proj[i];
 }
 

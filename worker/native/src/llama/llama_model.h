@@ -2,7 +2,7 @@
 // "normal" mode (adjacent pairs: the GGUF converter permutes q/k so that this equals the Hugging Face layout),
 // grouped-query attention over the runtime's paged KV cache, SwiGLU MLP, tied embeddings when the file has no
 // output.weight. Weights stay in the file's mapping; quantized matrices meet Q8-quantized activations as llama.cpp's
-// CPU backend does, so results follow it closely.
+// CPU backend does, so results follow it closely (bit for bit with MS_LLAMA_NUMERICS=llamacpp, llama_ggml_ops.h).
 #pragma once
 
 #include <memory>
@@ -15,6 +15,7 @@
 #include "cpu/thread_pool.h"
 #include "engine.h"
 #include "gguf/gguf.h"
+#include "llama/llama_ggml_ops.h"
 #include "model/forward.h"
 #include "tokenizer/bpe_tokenizer.h"
 
@@ -60,6 +61,9 @@ class LlamaModel {
     Simd simd() const { return simd_; }
     int n_threads() const { return pool_->size(); }
     uint64_t weight_bytes() const { return file_->data_bytes(); }
+    // Whether the forward reproduces llama.cpp's CPU arithmetic bit for bit (MS_LLAMA_NUMERICS=llamacpp at load; see
+    // llama_ggml_ops.h) instead of the engine's own kernels.
+    bool llamacpp_numerics() const { return llamacpp_numerics_; }
 
     // As ms::Model::forward: one step over the paged KV cache, a row of logits per seq that wants them.
     void forward(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits);
@@ -79,6 +83,13 @@ class LlamaModel {
     std::unique_ptr<BpeTokenizer> tok_;
     std::unique_ptr<ThreadPool> pool_;
     Simd simd_ = Simd::Scalar;
+    bool llamacpp_numerics_ = false;
+    ggml_ops::GgmlBuild ggml_build_ = ggml_ops::GgmlBuild::Avx512;
+    // MS_LLAMA_DUMP=DIR (read at load, for debugging the numerics against hack/slm/dump_llama_cpp.cc): each forward
+    // writes its intermediate tensors, named as llama.cpp's graph names them, to DIR/<step>/<name>-<layer>.f32.
+    std::string dump_dir_;
+    int dump_step_ = 0;
+    void dump(const char *name, int layer, const float *x, int64_t n) const;
     KvSpec spec_;
     LlamaMatrix embed_, output_;
     std::vector<float> output_norm_;
