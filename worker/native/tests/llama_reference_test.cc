@@ -242,21 +242,32 @@ TEST_F(SmolLM2, GreedyContinuationsEqualLlamaCppThroughTheEngine) {
                 identical, cases.size(), matched, total);
 }
 
-TEST_F(SmolLM2, LastPositionLogitsWithinToleranceOfLlamaCpp) {
-    const ms::Json doc = load_json("greedy.json");
+// For each reference prompt: `model`'s last-position logits of llama.cpp's top 32, each within `tolerance` of the
+// stored value, then check(prompt case, our last-position logits). Returns the largest difference seen.
+template <class Check>
+double check_last_position_logits(ms_model *model, const ms::Json &doc, double tolerance, const Check &check) {
     double worst = 0;
     for (const ms::Json &c : doc.find("cases")->items()) {
         const std::vector<int32_t> prompt = ints(*c.find("ids"));
         std::vector<float> logits(prompt.size() * 49152);
-        ASSERT_EQ(ms_model_eval(model_, prompt.data(), int(prompt.size()), logits.data()), MS_OK) << ms_last_error();
+        EXPECT_EQ(ms_model_eval(model, prompt.data(), int(prompt.size()), logits.data()), MS_OK) << ms_last_error();
         const float *last = logits.data() + (prompt.size() - 1) * 49152;
         const std::vector<int32_t> top = ints(*c.find("top_ids"));
         const auto &vals = c.find("top_logits")->items();
         for (size_t j = 0; j < top.size(); ++j) {
             const double d = std::fabs(double(last[top[j]]) - vals[j].as_number());
             worst = std::max(worst, d);
-            EXPECT_LE(d, kLogitTolerance) << "token " << top[j];
+            EXPECT_LE(d, tolerance) << "token " << top[j];
         }
+        check(c, last);
+    }
+    return worst;
+}
+
+TEST_F(SmolLM2, LastPositionLogitsWithinToleranceOfLlamaCpp) {
+    const double worst = check_last_position_logits(model_, load_json("greedy.json"), kLogitTolerance, [](const ms::Json &c, const float *last) {
+        const std::vector<int32_t> top = ints(*c.find("top_ids"));
+        const auto &vals = c.find("top_logits")->items();
         int arg = 0;
         for (int v = 1; v < 49152; ++v)
             if (last[v] > last[arg]) arg = v;
@@ -264,7 +275,7 @@ TEST_F(SmolLM2, LastPositionLogitsWithinToleranceOfLlamaCpp) {
         for (size_t j = 0; j < top.size(); ++j)
             if (top[j] == arg) EXPECT_TRUE(j == 0 || vals[0].as_number() - vals[j].as_number() < kTieGap) << "argmax " << arg;
         EXPECT_NE(std::find(top.begin(), top.end(), arg), top.end()) << "argmax " << arg << " is not in llama.cpp's top 32";
-    }
+    });
     std::printf("largest |logit - llama.cpp| over the top-32 of 20 prompts: %.5f (tolerance %.2f)\n", worst, kLogitTolerance);
 }
 
@@ -294,21 +305,7 @@ TEST_F(SmolLM2, LlamaCppNumericsGreedyContinuationsAreIdentical) {
 // MS_LLAMA_NUMERICS=llamacpp: the top-32 last-position logits equal llama.cpp's as the reference file stores them
 // (rounded to 5 decimals; the logits are below 100, so a float's own spacing there is under 1e-5).
 TEST_F(SmolLM2, LlamaCppNumericsLastPositionLogitsAreIdentical) {
-    const ms::Json doc = load_json("greedy.json");
-    double worst = 0;
-    for (const ms::Json &c : doc.find("cases")->items()) {
-        const std::vector<int32_t> prompt = ints(*c.find("ids"));
-        std::vector<float> logits(prompt.size() * 49152);
-        ASSERT_EQ(ms_model_eval(llamacpp_, prompt.data(), int(prompt.size()), logits.data()), MS_OK) << ms_last_error();
-        const float *last = logits.data() + (prompt.size() - 1) * 49152;
-        const std::vector<int32_t> top = ints(*c.find("top_ids"));
-        const auto &vals = c.find("top_logits")->items();
-        for (size_t j = 0; j < top.size(); ++j) {
-            const double d = std::fabs(double(last[top[j]]) - vals[j].as_number());
-            worst = std::max(worst, d);
-            EXPECT_LE(d, 5.1e-6) << "token " << top[j];
-        }
-    }
+    const double worst = check_last_position_logits(llamacpp_, load_json("greedy.json"), 5.1e-6, [](const ms::Json &, const float *) {});
     std::printf("llamacpp numerics: largest |logit - llama.cpp| over the top-32 of 20 prompts: %.7f\n", worst);
 }
 
