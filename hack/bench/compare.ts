@@ -2,9 +2,10 @@
 // the same prompts and the same machine, in one run. Reports decode throughput as a ratio (HTTP / direct; target ≥ 0.9)
 // and the TTFT the HTTP path adds (target p99 ≤ 2 ms) at concurrency 1 and 32: per request, the client's TTFT minus
 // the worker's `engine-ttft` (its Server-Timing trailer), and, as before, the difference of the two runs' TTFT
-// percentiles (which the two runs' own spread dominates on a busy machine).
+// percentiles (which the two runs' own spread dominates on a busy machine). Also, per request, the CPU time of the
+// worker's event-loop thread and how long it waited for a CPU (Linux), the measure of the HTTP path's own cost.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -80,11 +81,45 @@ function workerEntries(): WorkerEntry[] {
   });
 }
 
+/** CPU time of a worker process (Linux /proc; undefined elsewhere), in ms: its main thread's — the event loop, where
+ * the HTTP path runs — `run` on a CPU and `wait` runnable but waiting for one (schedstat), and all its threads'
+ * (`process`, clock ticks). Wall-clock profiles (--cpu-prof) count a preempted thread's waits as its functions'
+ * time, so these are what a change to the JS path's cost per request is read from; `wait` is the contention. */
+interface CpuTimes {
+  run: number;
+  wait: number;
+  process: number;
+}
+
+function cpuTimes(pid: number | undefined): CpuTimes | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    // Fields 14 and 15 (utime, stime), after the parenthesized command name; 100 ticks a second on Linux.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return { run: run! / 1e6, wait: wait! / 1e6, process: ticks * 10 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Per-request CPU of a measured run, from cpuTimes() before and after it. */
+function cpuPerRequest(before: CpuTimes | undefined, after: CpuTimes | undefined, requests: number) {
+  if (!before || !after || requests === 0) return {};
+  return {
+    js_thread_cpu_ms_per_request: (after.run - before.run) / requests,
+    js_thread_wait_ms_per_request: (after.wait - before.wait) / requests,
+    worker_cpu_ms_per_request: (after.process - before.process) / requests,
+  };
+}
+
 async function startWorker(
   worker: WorkerEntry,
   args: string[],
   stdoutFile?: string,
-): Promise<{ url: string; stop(): Promise<void> }> {
+): Promise<{ url: string; pid?: number; stop(): Promise<void> }> {
   const entry = worker.main.endsWith('.ts') ? ['--import', 'tsx', worker.main] : [worker.main];
   const stdout = stdoutFile ? openSync(stdoutFile, 'w') : 'ignore';
   const child = spawn(process.execPath, [...worker.nodeArgs, ...entry, ...args], {
@@ -108,6 +143,7 @@ async function startWorker(
   }
   return {
     url,
+    pid: child.pid,
     stop: () =>
       new Promise((res) => {
         child.on('exit', () => res());
@@ -215,8 +251,10 @@ async function main(): Promise<void> {
             scheduled: false,
           };
           await runLoad(opts, warmupFor(c));
+          const cpuBefore = cpuTimes(worker.pid);
           const { results, durationS } = await runLoad(opts, requestsFor(c));
-          http[c] = { ...report(results, durationS), ...serverTimingSummary(results) };
+          const cpu = cpuPerRequest(cpuBefore, cpuTimes(worker.pid), results.length);
+          http[c] = { ...report(results, durationS), ...serverTimingSummary(results), ...cpu };
           ttftMs[c] = results.map((r) => Number(r.ttftMs.toFixed(3)));
           serverTiming[c] = results.map((r) => r.serverTiming ?? {});
           if (round === 0 && k === 0) httpResults[c] = results;
@@ -265,6 +303,9 @@ async function main(): Promise<void> {
         server_timing_missing: h.server_timing_missing as number,
         direct_mean_itl_ms: d.mean_itl_ms as number,
         http_mean_itl_ms: h.mean_itl_ms as number,
+        js_thread_cpu_ms_per_request: h.js_thread_cpu_ms_per_request as number | undefined,
+        js_thread_wait_ms_per_request: h.js_thread_wait_ms_per_request as number | undefined,
+        worker_cpu_ms_per_request: h.worker_cpu_ms_per_request as number | undefined,
       };
     }),
   );
@@ -277,6 +318,17 @@ async function main(): Promise<void> {
     console.log(
       `|${several ? ` ${r.worker} | ${r.round} |` : ''} ${r.concurrency} | ${fmt(r.direct_output_tok_s, 1)} | ${fmt(r.http_output_tok_s, 1)} | ${fmt(r.throughput_ratio, 3)} | ${fmt(r.direct_p50_ttft_ms)} / ${fmt(r.http_p50_ttft_ms)} | ${fmt(r.direct_p99_ttft_ms)} / ${fmt(r.http_p99_ttft_ms)} | ${fmt(r.ttft_p99_diff_ms)} | ${fmt(r.added_ttft_p50_ms)} / ${fmt(r.added_ttft_p90_ms)} / ${fmt(r.added_ttft_p99_ms)} / ${fmt(r.added_ttft_max_ms)} | ${fmt(r.server_recv_p50_ms)} / ${fmt(r.server_recv_p99_ms)} | ${fmt(r.server_pre_p50_ms)} / ${fmt(r.server_pre_p99_ms)} | ${fmt(r.server_post_p50_ms)} / ${fmt(r.server_post_p99_ms)} | ${r.server_timing_missing} of ${r.server_timing_missing + r.server_timing_requests} |`,
     );
+  }
+  if (rows.some((r) => r.js_thread_cpu_ms_per_request !== undefined)) {
+    console.log(
+      `\n|${several ? ' worker | round |' : ''} concurrency | worker JS thread CPU per request (ms) | JS thread runnable, waiting for a CPU, per request (ms) | worker process CPU per request, all threads (ms) |`,
+    );
+    console.log(`|${several ? '---|---|' : ''}---|---|---|---|`);
+    for (const r of rows) {
+      console.log(
+        `|${several ? ` ${r.worker} | ${r.round} |` : ''} ${r.concurrency} | ${fmt(r.js_thread_cpu_ms_per_request, 3)} | ${fmt(r.js_thread_wait_ms_per_request, 3)} | ${fmt(r.worker_cpu_ms_per_request, 1)} |`,
+      );
+    }
   }
   mkdirSync(join(values.out!, '..'), { recursive: true });
   writeFileSync(values.out!, JSON.stringify({ checkpoint: dir, engineOptions, rows, direct, http, runs }, null, 1));

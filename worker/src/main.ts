@@ -7,6 +7,7 @@ import { installSignalHandlers } from './drain.js';
 import { kvBudget, memoryLimitBytes, readKvMemoryFraction, weightsBytes } from './engine/kv-budget.js';
 import { loadEngine } from './engine/native.js';
 import { PacedEngine } from './engine/paced.js';
+import { applyComputeThreadNice } from './engine/thread-nice.js';
 import { warmUp } from './engine/warmup.js';
 import { architectureMismatch, readExpectedArchitecture } from './family/architecture.js';
 import { describeFamily } from './family/family.js';
@@ -44,6 +45,7 @@ const HELP = `modelserve worker: OpenAI-compatible server over the native engine
   --log-level debug|info|warn|error                                                 env MODELSERVE_LOG_LEVEL
   --warmup-tokens N         generate N tokens before reporting ready (default 0: off) env MODELSERVE_WARMUP_TOKENS
   Traces: MODELSERVE_TRACES=off|console (default off).
+  MS_COMPUTE_THREAD_NICE=N (0..19, default 10): the engine's compute threads run N nicer than the event loop.
   Node cache (set by the operator for spec.prewarm.nodeCache): MODELSERVE_WEIGHTS_CACHE=DIR is loaded instead of
   --model when DIR holds MODELSERVE_WEIGHTS_CACHE_MARKER (default .modelserve-complete.json) and the files it lists.
   Development only: MODELSERVE_DEV_TOKEN_DELAY_MS=N hands out each token at most every N ms (slow streams for tests).`;
@@ -188,6 +190,8 @@ installSignalHandlers(ctx, server, {
   },
 });
 
+// Before the addon starts the engine's threads (it reads the setting then).
+const computeThreadNice = applyComputeThreadNice();
 logger.info('loading model', {
   modelPath: engineOptions.modelPath,
   weightsFrom: weights.from,
@@ -196,6 +200,7 @@ logger.info('loading model', {
   backend: engineOptions.backend,
   kvCache: kv.kind === 'bytes' ? `${Math.round(kv.bytes / 2 ** 20)} MiB` : kv.kind,
   kvCacheReason: kv.reason,
+  computeThreadNice,
 });
 const started = performance.now();
 let lastLogged = 0;

@@ -33,8 +33,9 @@ export function endEventStream(res: Response): void {
 
 /**
  * An event stream that opens (headers, then `prologue`'s events) on its first event or on `open()`, whichever comes
- * first. Routes call `open()` right after submitting their sequences, so the header write (a syscall) is not on the
- * path from the request's arrival to the engine, while clients still get the headers before any token.
+ * first. Routes call `openSoon()` right after submitting their sequences, so the header write (a syscall) is not on
+ * the path from the request's arrival to the engine, nor on that of requests read in the same turn of the event loop,
+ * while clients still get the headers before any token.
  */
 export class EventStream {
   private opened = false;
@@ -53,6 +54,19 @@ export class EventStream {
     this.trailers = this.timing !== undefined && canSendTrailers(this.res);
     startEventStream(this.res, this.trailers ? SERVER_TIMING : undefined);
     this.prologue?.();
+  }
+
+  /**
+   * `open()` once the event loop has handled the I/O that is ready now (setImmediate): when a burst of requests is
+   * waiting to be read (streams that ended at the same engine step are followed by their clients' next requests), each
+   * request's header write (a syscall, ≈ 0.2 ms) then comes after the others were read and submitted, not before.
+   * The headers still go first: any event, or `end()`, opens the stream before writing.
+   */
+  openSoon(): void {
+    if (this.opened) return;
+    setImmediate(() => {
+      if (!this.res.destroyed && !this.res.writableEnded) this.open();
+    });
   }
 
   send(data: unknown): void {

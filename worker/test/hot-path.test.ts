@@ -1,7 +1,9 @@
 // The per-token path without its allocations: events routed without copies, completion chunks serialized from
-// per-request parts. Both must say exactly what the straightforward versions said.
-import { EventRouter } from '../src/engine/native.js';
+// per-request parts; and the per-request one: completion bodies validated with the prompt checked in one loop, token
+// ids handed to the addon as an Int32Array. Each must say exactly what the straightforward version said.
+import { EventRouter, int32Ids } from '../src/engine/native.js';
 import type { TokenEvent } from '../src/engine/types.js';
+import { completionRequestFastSchema, completionRequestSchema } from '../src/openai/schemas.js';
 import { completionChunkJson, type CompletionLogprobs } from '../src/routes/completions.js';
 
 describe('completionChunkJson', () => {
@@ -103,5 +105,67 @@ describe('EventRouter', () => {
     router.dispatch([]);
     router.dispatch([ev(9, 90), ev(1, 10)]);
     expect(calls.map(([id, events]) => [id, events.map((e) => e.token)])).toEqual([[1, [10]]]);
+  });
+});
+
+describe('completionRequestFastSchema', () => {
+  const base = { model: 'tiny', max_tokens: 8, stream: true, stream_options: { include_usage: true } };
+  // Prompts and bodies of every kind, accepted and refused by the full schema: wherever the fast schema accepts, the
+  // full one must too, with the same output; the route's errors come from the full schema alone.
+  const prompts: unknown[] = [
+    'text',
+    '',
+    [1, 2, 3],
+    [0],
+    [],
+    [1, -2],
+    [1, 2.5],
+    [1, Number.MAX_SAFE_INTEGER + 1],
+    [1, '2'],
+    [1, null],
+    ['a', 'b'],
+    ['a', 3],
+    [[1, 2], [3]],
+    [[1, 2], []],
+    [[1], ['a']],
+    [[]],
+    [{}],
+    [true],
+    null,
+    undefined,
+    7,
+    {},
+  ];
+  const bodies: unknown[] = [
+    ...prompts.map((prompt) => ({ ...base, prompt })),
+    { ...base, prompt: [1, 2], temperature: 3 },
+    { ...base, prompt: [1, 2], n: 0 },
+    { ...base, prompt: [1, 2], unknown_field: 1 },
+    { model: '', prompt: [1] },
+    { prompt: [1] },
+  ];
+
+  it.each(bodies.map((b) => [JSON.stringify(b) ?? String(b), b]))('%s', (_name, body) => {
+    const fast = completionRequestFastSchema.safeParse(body);
+    const full = completionRequestSchema.safeParse(body);
+    if (fast.success) {
+      expect(full.success).toBe(true);
+      expect(fast.data).toEqual(full.data);
+    }
+    // What a client sends (any well-formed prompt) takes the fast path.
+    if (full.success) expect(fast.success).toBe(true);
+  });
+});
+
+describe('int32Ids', () => {
+  it('gives the addon an Int32Array of the same ids', () => {
+    const out = int32Ids([0, 5, 2 ** 31 - 1, -1]);
+    expect(out).toBeInstanceOf(Int32Array);
+    expect(Array.from(out)).toEqual([0, 5, 2 ** 31 - 1, -1]);
+  });
+
+  it.each([[[1, 2 ** 31]], [[1.5]], [[1, '2']], [[NaN]]])('leaves %j as given, for the addon to refuse', (ids) => {
+    const given = ids as number[];
+    expect(int32Ids(given)).toBe(given);
   });
 });

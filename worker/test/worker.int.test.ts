@@ -1,6 +1,7 @@
 // The worker process over the real native engine and a generated tiny-harmony checkpoint, driven by the official
 // `openai` client. Weights are random, so text is noise: these tests check structure, token counts, determinism,
 // stop strings, logprobs shapes and errors.
+import { readdirSync, readFileSync } from 'node:fs';
 import OpenAI from 'openai';
 import { renderChatPrompt } from '../src/harmony/chat.js';
 import { Tokenizer } from '../src/tokenizer.js';
@@ -43,6 +44,23 @@ const WEATHER: OpenAI.ChatCompletionTool = {
     parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
   },
 };
+
+describe('compute thread priority', () => {
+  // /proc/PID/task/TID/stat: the nice value is field 19, the 17th after the parenthesized command name.
+  const niceOf = (pid: number, tid: string): number => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  };
+
+  it('runs the engine compute threads at nice 10 by default, the event loop at 0', () => {
+    if (process.env.MS_COMPUTE_THREAD_NICE !== undefined) return; // the environment's setting is in effect
+    const pid = worker.child.pid!;
+    const nice = readdirSync(`/proc/${pid}/task`).map((tid) => [tid, niceOf(pid, tid)] as const);
+    expect(nice.find(([tid]) => tid === String(pid))![1]).toBe(0);
+    expect(nice.filter(([, n]) => n === 10).length).toBeGreaterThanOrEqual(1);
+    expect(worker.logs.some((l) => l.includes('"computeThreadNice":"10"'))).toBe(true);
+  });
+});
 
 describe('chat completions over the real engine', () => {
   it('lists the served model', async () => {

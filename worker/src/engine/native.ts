@@ -25,8 +25,25 @@ interface NativeEvent extends TokenEvent {
   id: number;
 }
 
+/** A request as the addon takes it: token ids may come as an Int32Array (copied in one go; an array is read element
+ * by element through N-API, each checked and named for its error message). */
+type NativeRequest = Omit<GenerationRequest, 'prompt' | 'stopTokenIds'> & {
+  prompt: number[] | Int32Array;
+  stopTokenIds?: number[] | Int32Array;
+};
+
+/** `ids` as an Int32Array when every id is an int32 (what the addon accepts), else as given, so the addon reports
+ * the bad element as before. */
+export function int32Ids(ids: number[]): number[] | Int32Array {
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i]!;
+    if ((t | 0) !== t) return ids;
+  }
+  return Int32Array.from(ids);
+}
+
 interface NativeEngine {
-  submit(request: GenerationRequest): number;
+  submit(request: NativeRequest): number;
   cancel(id: number): void;
   stats(): EngineStats;
   info(): ModelInfo;
@@ -255,7 +272,11 @@ class NativeBackedEngine implements Engine {
     if (this.closed) throw new EngineError('MS_ERR_CLOSED', 'the engine is closed');
     let id: number;
     try {
-      id = this.native.submit(request);
+      id = this.native.submit({
+        ...request,
+        prompt: int32Ids(request.prompt),
+        ...(request.stopTokenIds ? { stopTokenIds: int32Ids(request.stopTokenIds) } : {}),
+      });
     } catch (err) {
       throw toEngineError(err);
     }

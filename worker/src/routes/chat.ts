@@ -232,7 +232,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
 
   const watch = watchDisconnect(req, res, () => run.cancelAll());
   run.start();
-  if (stream) sse.open();
+  if (stream) sse.openSoon();
   let finished: number;
   try {
     await run.done;

@@ -5,10 +5,11 @@ import type { Request, Response } from 'express';
 import type { WorkerContext } from '../context.js';
 import type { FinishReason, GenerationRequest, TokenEvent } from '../engine/types.js';
 import { internalError, invalidRequest } from '../openai/errors.js';
-import { completionRequestSchema, type CompletionRequest } from '../openai/schemas.js';
+import { completionRequestFastSchema, completionRequestSchema, type CompletionRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
 import { EventStream } from '../sse.js';
 import { StopMatcher } from '../stop.js';
+import { TokenTextDecoder } from '../token-text.js';
 import { withBos, type ModelFamily, type TextTokenizer } from '../family/family.js';
 import { HARMONY } from '../tokenizer.js';
 import { RequestTiming } from '../server-timing.js';
@@ -51,7 +52,7 @@ function promptsOf(family: ModelFamily, prompt: CompletionRequest['prompt']): nu
 class CompletionChoice {
   text = '';
   tokens = 0;
-  private readonly decoder = new TextDecoder();
+  private readonly decoder: TokenTextDecoder;
   private readonly stop: StopMatcher;
   readonly logprobs: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   stoppedByString = false;
@@ -64,6 +65,7 @@ class CompletionChoice {
     private readonly topLogprobs: number | undefined,
   ) {
     this.stop = new StopMatcher(stops);
+    this.decoder = new TokenTextDecoder(tokenizer);
   }
 
   /** Feeds one engine step's tokens; returns the text they make visible. With logprobs on, `lastLogprobs` holds
@@ -89,9 +91,7 @@ class CompletionChoice {
         );
         lp.text_offset.push(this.text.length + out.length);
       }
-      const { text, stopped } = this.stop.push(
-        this.decoder.decode(this.tokenizer.tokenBytes(event.token), { stream: true }),
-      );
+      const { text, stopped } = this.stop.push(this.decoder.push(event.token));
       out += text;
       if (stopped) this.stoppedByString = true;
     }
@@ -108,7 +108,7 @@ class CompletionChoice {
   finish(reason: FinishReason): { text: string; reason: 'stop' | 'length' | 'error' } {
     let text = '';
     if (!this.stoppedByString) {
-      text = this.stop.push(this.decoder.decode()).text + this.stop.flush();
+      text = this.stop.push(this.decoder.flush()).text + this.stop.flush();
       this.text += text;
     }
     const finish = this.stoppedByString
@@ -139,7 +139,7 @@ export function completionChunkJson(
 
 export async function completions(ctx: WorkerContext, req: Request, res: Response): Promise<void> {
   const arrival = performance.now();
-  const body = parseBody(completionRequestSchema, req.body);
+  const body = parseBody(completionRequestSchema, req.body, completionRequestFastSchema);
   const engine = requireEngine(ctx, body.model);
   const sampling = samplingOf(body);
   if (body.echo) throw invalidRequest('echo is not supported', 'echo', 'unsupported_parameter');
@@ -237,7 +237,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
   );
   const watch = watchDisconnect(req, res, () => run.cancelAll());
   run.start();
-  if (stream) sse.open();
+  if (stream) sse.openSoon();
   let finished: number;
   try {
     await run.done;

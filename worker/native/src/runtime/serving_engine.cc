@@ -138,9 +138,9 @@ uint64_t Engine::submit(const ms_request &r) {
     require(r.prompt != nullptr && r.n_prompt >= 1, "prompt must hold at least one token");
     require(r.max_tokens >= 1, "max_tokens must be at least 1");
     for (int i = 0; i < r.n_prompt; ++i)
-        require(r.prompt[i] >= 0 && r.prompt[i] < vocab_, "prompt token " + std::to_string(i) + " (" +
-                                                              std::to_string(r.prompt[i]) + ") is outside the vocabulary [0, " +
-                                                              std::to_string(vocab_) + ")");
+        if (r.prompt[i] < 0 || r.prompt[i] >= vocab_)  // the message is built only for the bad token
+            require(false, "prompt token " + std::to_string(i) + " (" + std::to_string(r.prompt[i]) +
+                               ") is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
     require(std::isfinite(r.temperature) && r.temperature >= 0.f, "temperature must be a finite number >= 0");
     require(r.top_p > 0.f && r.top_p <= 1.f, "top_p must be in (0, 1]");
     require(r.top_k >= 0, "top_k must be >= 0");
