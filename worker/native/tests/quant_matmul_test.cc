@@ -170,9 +170,13 @@ TEST_P(QuantMatmul, ScalarMatchesDoublePrecisionAndSimdMatchesScalar) {
         const double tol = scale * (t == WeightType::Q4_1 ? 2e-3 : 1e-5);
         for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], tol) << ms::weight_type_name(t) << " K=" << K << " i=" << i;
         for (Simd s : simd_levels()) {
-            // At AVX-512 the 4-bit kernels run twice: with VBMI nibble unpacking (when the CPU has it) and without.
-            for (int no_vbmi = 0; no_vbmi < (s == Simd::Avx512 ? 2 : 1); ++no_vbmi)
+            // At AVX-512 the AVX2 kernels run (the default), then on a VNNI CPU the VNNI ones (MS_QUANT_VNNI), their
+            // 4-bit kernels twice: with VBMI nibble unpacking (when the CPU has it) and without.
+            const int variants = s == Simd::Avx512 && ms::quant_vnni_available() ? 3 : 1;
+            for (int variant = 0; variant < variants; ++variant)
             for (int n_tok : {1, 2, 3, 4, 5, 6}) {
+                const bool vnni = variant > 0, no_vbmi = variant == 2;
+                ms::set_quant_kernel_vnni(vnni);
                 if (no_vbmi) setenv("MS_QUANT_NO_VBMI", "1", 1);
                 else unsetenv("MS_QUANT_NO_VBMI");
                 std::vector<float> ys(size_t(n_tok) * rows, NAN);
@@ -180,9 +184,11 @@ TEST_P(QuantMatmul, ScalarMatchesDoublePrecisionAndSimdMatchesScalar) {
                 ms::matmul_rows(s, t, w.data(), K, a.x.data(), K, &a.q, n_tok, 0, 13, ys.data(), rows);
                 ms::matmul_rows(s, t, w.data(), K, a.x.data(), K, &a.q, n_tok, 13, rows, ys.data(), rows);
                 unsetenv("MS_QUANT_NO_VBMI");
+                ms::set_quant_kernel_vnni(false);
                 for (size_t i = 0; i < ys.size(); ++i)
                     ASSERT_NEAR(ys[i], y[i], 1e-5 * scale) << ms::simd_name(s) << " " << ms::weight_type_name(t) << " K=" << K
-                                                           << " n_tok=" << n_tok << " no_vbmi=" << no_vbmi << " i=" << i;
+                                                           << " n_tok=" << n_tok << " vnni=" << vnni << " no_vbmi=" << no_vbmi
+                                                           << " i=" << i;
             }
         }
     }

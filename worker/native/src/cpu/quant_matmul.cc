@@ -8,10 +8,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 
+#include "common/env.h"
 #include "common/error.h"
 #include "cpu/avx2_reduce.h"
 #include "cpu/bf16.h"
@@ -55,6 +57,23 @@ bool quant_vnni_available() {
     return false;
 #endif
 }
+
+namespace {
+std::atomic<int> g_quant_vnni{-1};  // -1: not read yet
+}
+
+bool quant_kernel_vnni() {
+    int v = g_quant_vnni.load(std::memory_order_relaxed);
+    if (v < 0) {
+        v = env_switch("MS_QUANT_VNNI", false) ? 1 : 0;
+        int expected = -1;
+        g_quant_vnni.compare_exchange_strong(expected, v, std::memory_order_relaxed);
+        v = g_quant_vnni.load(std::memory_order_relaxed);
+    }
+    return v == 1;
+}
+
+void set_quant_kernel_vnni(bool on) { g_quant_vnni.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 bool quant_vbmi_available() {
 #if defined(__x86_64__)
@@ -557,7 +576,7 @@ void matmul_rows(Simd s, WeightType t, const uint8_t *w, int K, const float *x, 
         if (s == Simd::Avx512) return matmul_float_avx512(t, w, K, x, ldx, n_tok, r0, r1, y, ldy);
         return matmul_scalar(t, w, K, x, ldx, xq, n_tok, r0, r1, y, ldy);
     }
-    const bool vnni = s == Simd::Avx512 && quant_vnni_available();
+    const bool vnni = s == Simd::Avx512 && quant_vnni_available() && quant_kernel_vnni();
     if (vnni && quant_vbmi_available()) {
         switch (t) {
             case WeightType::Q4_0: return matmul_vnni<WeightType::Q4_0, true>(w, K, *xq, n_tok, r0, r1, y, ldy);

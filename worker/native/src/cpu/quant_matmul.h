@@ -39,8 +39,14 @@ void dequantize_row(WeightType t, const uint8_t *row, int K, float *out);
 void matmul_rows(Simd s, WeightType t, const uint8_t *w, int K, const float *x, int64_t ldx, const Q8Rows *xq,
                  int n_tok, int r0, int r1, float *y, int64_t ldy);
 
-// Whether the AVX-512 VNNI int8 kernels run at Simd::Avx512 on this CPU (else the AVX2 ones do).
+// Whether this CPU has what the AVX-512 VNNI int8 kernels need.
 bool quant_vnni_available();
+// Whether the Q4_0/Q4_1/Q8_0 matmuls at Simd::Avx512 use the AVX-512 VNNI kernels (on a CPU that has them) instead of
+// the AVX2 ones. Off by default: on the 2-core Xeon VM (2026-12-07) the AVX2 kernel's register tiles ran SmolLM2
+// 1.3x faster in prefill and 1.6x in decode than the VNNI kernel (docs/benchmarks/slm.md). MS_QUANT_VNNI=1 turns them
+// on (read once, validated by quant_kernel_vnni(), which model loading calls); tests switch with set_quant_kernel_vnni.
+bool quant_kernel_vnni();
+void set_quant_kernel_vnni(bool on);
 // Whether the 4-bit kernels also use AVX-512 VBMI byte permutes to unpack nibbles (MS_QUANT_NO_VBMI=1 turns it off).
 bool quant_vbmi_available();
 

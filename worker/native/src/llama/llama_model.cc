@@ -220,6 +220,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const ms_model_params &params, cons
     }
 
     m->simd_ = active_simd();
+    quant_kernel_vnni();  // a bad MS_QUANT_VNNI fails the load here, naming the variable
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     for (float &s : m->no_sinks_) s = -INFINITY;
     KvSpec &s = m->spec_;
