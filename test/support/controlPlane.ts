@@ -134,7 +134,22 @@ export function fakeGpuNode(name: string, gpus: number): V1Node {
   };
 }
 
+/**
+ * Starts a control plane. The ports come from freePort(), free a moment before the processes bind them; meanwhile
+ * another suite's outgoing connection can take one as its ephemeral port (seen in CI: kube-apiserver "bind: address
+ * already in use"). Such a start is retried with fresh ports, up to three attempts; any other failure is thrown at once.
+ */
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startControlPlaneOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startControlPlaneOnce(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const binDir = controlPlaneBinDir();
   const name = opts.name ?? suiteName();
   const dir = runDir(name);
