@@ -4,8 +4,18 @@
 // bandwidth floor (weight bytes read per decode step / measured bandwidth) and the naive transformers peer's figures
 // from the GPU machine's README (measured there, same GPU model).
 //
-//   bench_cuda [--shape 20b|120b|all] [--decode-steps N] [--context N] [--out results.md]
+//   bench_cuda [--shape 20b|120b|all] [--decode-steps N] [--context N] [--only-batch1] [--out results.md]
+//
+// The timed batch-1 decode loop runs between cudaProfilerStart and cudaProfilerStop, so that `nsys profile
+// --capture-range=cudaProfilerApi` or `ncu --profile-from-start off` see exactly those steps (graph-replayed, as
+// served); --only-batch1 skips the 64-sequence and prefill measurements.
 #include <cuda_runtime.h>
+#if __has_include(<cuda_profiler_api.h>)
+#include <cuda_profiler_api.h>
+#else  // PyPI's CUDA runtime wheel ships libcudart without this header; both functions are in the library
+extern "C" cudaError_t cudaProfilerStart(void);
+extern "C" cudaError_t cudaProfilerStop(void);
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -105,7 +115,8 @@ struct Row {
     std::string shape, metric, value, floor_ratio, peer_ratio;
 };
 
-void run_shape(const std::string &shape, int decode_steps, int prompt_len, double bw, std::vector<Row> &rows) {
+void run_shape(const std::string &shape, int decode_steps, int prompt_len, double bw, bool only_batch1,
+               std::vector<Row> &rows) {
     auto dm = ms_tools::synthesize_shape(shape, 42);
     const ms::ModelConfig &cfg = dm->config();
     ms::cuda::CudaExecutor ex(dm, ms::cuda::ExecutorOptions());
@@ -141,10 +152,12 @@ void run_shape(const std::string &shape, int decode_steps, int prompt_len, doubl
         for (int s = 0; s < decode_steps + warm; ++s) {
             const int32_t in = next;
             f = kv.seq(0, &in, 1, prompt_len + s);
+            if (s == warm) MS_CUDA(cudaProfilerStart());
             const auto t0 = Clock::now();
             ex.forward_greedy(&f, 1, kv.kv, &next);
             if (s >= warm) t += seconds_since(t0);
         }
+        MS_CUDA(cudaProfilerStop());
         for (int s = 0; s < 8; ++s) {
             const int32_t in = next;
             f = kv.seq(0, &in, 1, prompt_len + decode_steps + warm + s);
@@ -159,6 +172,7 @@ void run_shape(const std::string &shape, int decode_steps, int prompt_len, doubl
         std::snprintf(pr, sizeof pr, shape == "20b" ? "%.1fx (18 tok/s)" : "-", tps / kPeerDecodeB1);
         rows.push_back({shape, "decode, batch 1, context " + std::to_string(prompt_len), v, fr, pr});
     }
+    if (only_batch1) return;
     // Aggregate decode at 64 sequences.
     {
         const int n = 64, ctx = prompt_len + decode_steps + 8;
@@ -224,14 +238,18 @@ void run_shape(const std::string &shape, int decode_steps, int prompt_len, doubl
 int main(int argc, char **argv) {
     std::string shape = "all", out;
     int decode_steps = 64, context = 128;
+    bool only_batch1 = false;
     for (ms_tools::CliArgs args(argc, argv); args.next();) {
         const std::string a = args.name();
         if (a == "--shape") shape = args.value();
         else if (a == "--decode-steps") decode_steps = args.int_value();
         else if (a == "--context") context = args.int_value();
         else if (a == "--out") out = args.value();
+        else if (a == "--only-batch1") only_batch1 = true;
         else {
-            std::fprintf(stderr, "usage: bench_cuda [--shape 20b|120b|all] [--decode-steps N] [--context N] [--out F]\n");
+            std::fprintf(stderr,
+                         "usage: bench_cuda [--shape 20b|120b|all] [--decode-steps N] [--context N] [--only-batch1] "
+                         "[--out F]\n");
             return 2;
         }
     }
@@ -245,7 +263,7 @@ int main(int argc, char **argv) {
         std::printf("device-to-device copy: %.2f TB/s (read + write)\n", bw / 1e12);
         std::vector<Row> rows;
         for (const std::string s : {"20b", "120b"})
-            if (shape == "all" || shape == s) run_shape(s, decode_steps, context, bw, rows);
+            if (shape == "all" || shape == s) run_shape(s, decode_steps, context, bw, only_batch1, rows);
         std::ostringstream t;
         t << "| shape | measurement | result | vs bandwidth floor (" << std::fixed;
         t.precision(2);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Where a graph-replayed batch-1 decode step of the 20b shape goes (GPU machine). Builds bench_cuda and
+# bench_cuda_moe, prints bench_cuda's batch-1 figure, then:
+#  - Nsight Systems, when installed, over the timed steps only (bench_cuda brackets them with cudaProfilerStart/Stop;
+#    graph nodes traced one by one): per kernel its launches and mean duration per step, the GPU's busy time per step
+#    against the step's span (the difference is launch gaps and host time), and one layer's kernels in order with
+#    their start offsets, so that PDL overlap and idle gaps are visible;
+#  - Nsight Compute on the first COUNT kernels of those steps (hack/gpu/profile-decode.sh's metrics): duration, DRAM
+#    bytes and throughput against peak, stall reasons. ncu serialises kernels, so its durations exclude overlap.
+# Here first: hack/gpu/prepare.sh; carry ["worker/native/build-gpu-deps"]. Logs and reports under $OUT.
+#   hack/gpu/decode-timeline.sh        env: STEPS (default 32), COUNT (default 24), VARIANTS (space-separated VAR=value)
+set -u
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/ms-gpu-out}
+mkdir -p "$out"
+T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
+B=worker/native/build-gpu
+(
+  nvcc_path=$(hack/install-nvcc.sh) || exit 1
+  cmake -S worker/native -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_ADDON=OFF \
+    -DENGINE_TESTS=OFF -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
+    cmake --build $B -j "$(nproc)" --target bench_cuda bench_cuda_moe
+) > "$out/build.log" 2>&1 || { echo "build failed"; tail -30 "$out/build.log"; exit 1; }
+el "built"
+steps=${STEPS:-32}
+timeout 120 $B/bench_cuda --shape 20b --only-batch1 --decode-steps 128 > "$out/bench-b1.log" 2>&1
+echo "== bench_cuda 20b batch 1 (defaults): $(grep '| 20b' "$out/bench-b1.log")"
+grep -E 'per step' "$out/bench-b1.log"
+for v in ${VARIANTS:-}; do
+  env "$v" timeout 60 $B/bench_cuda --shape 20b --only-batch1 --decode-steps 128 > "$out/bench-b1-v.log" 2>&1
+  echo "== with $v: $(grep '| 20b' "$out/bench-b1-v.log")"
+done
+timeout 60 $B/bench_cuda_moe > "$out/moe.log" 2>&1
+echo "== bench_cuda_moe"; grep -vE '^\s*$' "$out/moe.log" | tail -12
+el "benchmarks done"
+
+nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+if [[ -n "$nsys" ]]; then
+  timeout 150 "$nsys" profile -o /tmp/ms-b1 --force-overwrite true --capture-range=cudaProfilerApi \
+    --capture-range-end=stop --cuda-graph-trace=node --trace=cuda --sample=none --cpuctxsw=none \
+    $B/bench_cuda --shape 20b --only-batch1 --decode-steps "$steps" > "$out/nsys.log" 2>&1
+  echo "== nsys rc $?"
+  "$nsys" stats --report cuda_gpu_trace --format csv --output /tmp/ms-b1-trace /tmp/ms-b1.nsys-rep > /dev/null 2>&1
+  trace=$(ls /tmp/ms-b1-trace*.csv 2>/dev/null | head -1)
+  if [[ -n "$trace" ]]; then
+    cp "$trace" "$out/b1-trace.csv"
+    python3 hack/gpu/summarize_trace.py "$trace" "$steps"
+  else
+    echo "no nsys trace"; tail -20 "$out/nsys.log"
+  fi
+else
+  echo "== no nsys on this machine"
+fi
+el "nsys done"
+ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+metrics+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
+metrics+=,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
+metrics+=,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
+timeout 200 "$ncu" --profile-from-start off --launch-skip 40 --launch-count "${COUNT:-24}" --metrics "$metrics" \
+  --csv --page raw $B/bench_cuda --shape 20b --only-batch1 --decode-steps 4 > "$out/ncu.csv" 2> "$out/ncu.err"
+echo "== ncu rc $?"
+python3 hack/gpu/summarize_ncu.py "$out/ncu.csv" || tail -20 "$out/ncu.err"
+el "end"
