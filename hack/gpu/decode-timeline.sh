@@ -8,19 +8,30 @@
 #  - Nsight Compute on the first COUNT kernels of those steps (hack/gpu/profile-decode.sh's metrics): duration, DRAM
 #    bytes and throughput against peak, stall reasons. ncu serialises kernels, so its durations exclude overlap.
 # Here first: hack/gpu/prepare.sh; carry ["worker/native/build-gpu-deps"]. Logs and reports under $OUT.
-#   hack/gpu/decode-timeline.sh        env: STEPS (default 32), COUNT (default 24), VARIANTS (space-separated VAR=value)
+# With TEST_VARIANTS (space-separated VAR=value) it also builds engine_cuda_tests and runs the MoE and model tests
+# under each (a new kernel behind a switch is checked against the CPU engine before its timing counts), and the whole
+# suite once with the defaults at the end.
+#   hack/gpu/decode-timeline.sh   env: STEPS (32), COUNT (24), VARIANTS, TEST_VARIANTS, NSYS_VARIANT (VAR=value)
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/ms-gpu-out}
 mkdir -p "$out"
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 B=worker/native/build-gpu
+tests=OFF targets="bench_cuda bench_cuda_moe"
+[[ -n ${TEST_VARIANTS:-} && -f worker/native/build-gpu-deps/googletest/CMakeLists.txt ]] &&
+  tests=ON targets="$targets engine_cuda_tests"
 (
   nvcc_path=$(hack/install-nvcc.sh) || exit 1
+  if [[ $tests == ON ]]; then
+    cmake -S worker/native/build-gpu-deps/googletest -B /tmp/ms-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX=/tmp/ms-gtest && cmake --build /tmp/ms-gtest-build -j "$(nproc)" &&
+      cmake --install /tmp/ms-gtest-build || exit 1
+  fi
   cmake -S worker/native -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_ADDON=OFF \
-    -DENGINE_TESTS=OFF -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
-    cmake --build $B -j "$(nproc)" --target bench_cuda bench_cuda_moe
-) > "$out/build.log" 2>&1 || { echo "build failed"; tail -30 "$out/build.log"; exit 1; }
+    -DENGINE_TESTS=$tests -DCMAKE_PREFIX_PATH=/tmp/ms-gtest -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
+    cmake --build $B -j "$(nproc)" --target $targets
+) > "$out/build.log" 2>&1 || { echo "build failed"; grep -E 'error' "$out/build.log" | head; tail -30 "$out/build.log"; exit 1; }
 el "built"
 steps=${STEPS:-32}
 timeout 120 $B/bench_cuda --shape 20b --only-batch1 --decode-steps 128 > "$out/bench-b1.log" 2>&1
@@ -32,11 +43,24 @@ for v in ${VARIANTS:-}; do
 done
 timeout 60 $B/bench_cuda_moe > "$out/moe.log" 2>&1
 echo "== bench_cuda_moe"; grep -vE '^\s*$' "$out/moe.log" | tail -12
+for v in ${VARIANTS:-}; do
+  [[ $v == MODELSERVE_MOE_* ]] || continue
+  env "$v" timeout 60 $B/bench_cuda_moe > "$out/moe-v.log" 2>&1
+  echo "== bench_cuda_moe with $v"; grep -vE '^\s*$' "$out/moe-v.log" | tail -6
+done
 el "benchmarks done"
+for v in ${TEST_VARIANTS:-}; do
+  [[ $tests == ON ]] || break
+  env "$v" timeout 120 $B/engine_cuda_tests --gtest_filter='*Moe*:*CudaVsCpu*:*CudaReference*:*CudaExecutor*:*CudaEngine*' \
+    > "$out/tests-v.log" 2>&1
+  echo "== MoE and model tests with $v (rc $?): $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ tests?,' "$out/tests-v.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \] [A-Z]' "$out/tests-v.log" | head -10
+  cp "$out/tests-v.log" "$out/tests-${v//=/-}.log"
+done
 
 nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 if [[ -n "$nsys" ]]; then
-  timeout 150 "$nsys" profile -o /tmp/ms-b1 --force-overwrite true --capture-range=cudaProfilerApi \
+  env ${NSYS_VARIANT:-MS_NONE=0} timeout 150 "$nsys" profile -o /tmp/ms-b1 --force-overwrite true --capture-range=cudaProfilerApi \
     --capture-range-end=stop --cuda-graph-trace=node --trace=cuda --sample=none --cpuctxsw=none \
     $B/bench_cuda --shape 20b --only-batch1 --decode-steps "$steps" > "$out/nsys.log" 2>&1
   echo "== nsys rc $?"
@@ -62,4 +86,9 @@ timeout 200 "$ncu" --profile-from-start off --launch-skip 40 --launch-count "${C
   --csv --page raw $B/bench_cuda --shape 20b --only-batch1 --decode-steps 4 > "$out/ncu.csv" 2> "$out/ncu.err"
 echo "== ncu rc $?"
 python3 hack/gpu/summarize_ncu.py "$out/ncu.csv" || tail -20 "$out/ncu.err"
+if [[ $tests == ON ]]; then
+  timeout 200 $B/engine_cuda_tests > "$out/tests.log" 2>&1
+  echo "== engine_cuda_tests, defaults (rc $?): $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ tests?,' "$out/tests.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \] [A-Z]' "$out/tests.log" | head -10
+fi
 el "end"
