@@ -1,9 +1,16 @@
 // The synthetic model source through the C API on the GPU: "synthetic:gpt-oss-20b" loads with no file, reports the
 // 20b shape, refuses ms_model_eval, and serves requests through an engine (the path the worker takes for
-// hack/gpu/worker-bench.sh). Weights are random, so only the mechanics are checked: tokens come back in range,
-// greedy is deterministic across two requests with the same prompt, and the KV pool lives on the device.
+// hack/gpu/worker-bench.sh). Weights are random, so only the mechanics are checked: tokens come back in range for two
+// requests served at once, and greedy is reproducible: the same request run alone twice gives the same tokens.
+//
+// Why not "two identical requests at once give the same tokens": they need not share a schedule. The second may be
+// prefilled a step later and, with prefix caching, only for its uncached tail; its tokens then pass through the bf16
+// projections in another batch shape, and the kernel differs by shape (fp32 GEMV up to 8 tokens, tensor cores with
+// bf16 activations above), so its rounding differs and a near-tie of these random weights can flip, as in any engine
+// whose kernels depend on the batch. Run alone with prefix caching off, both runs compute the same shapes.
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <string>
@@ -61,13 +68,6 @@ TEST(CudaSynthetic, Gpt20bLoadsWithoutAFileAndServesGreedyRequests) {
     float logit = 0;
     EXPECT_EQ(ms_model_eval(model, &tok, 1, &logit), MS_ERR_UNSUPPORTED);
 
-    ms_engine_params ep;
-    ms_engine_params_default(&ep);
-    ep.max_context = 512;
-    ep.kv_memory_bytes = 256ull << 20;
-    Collector col;
-    ms_engine *engine = nullptr;
-    ASSERT_EQ(ms_engine_create(model, &ep, &Collector::on, &col, &engine), MS_OK) << ms_last_error();
     std::vector<int32_t> prompt(100);
     for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919) % 199000);
     ms_request req{};
@@ -76,19 +76,71 @@ TEST(CudaSynthetic, Gpt20bLoadsWithoutAFileAndServesGreedyRequests) {
     req.max_tokens = 16;
     req.temperature = 0;
     req.top_p = 1;
-    uint64_t a = 0, b = 0;
-    ASSERT_EQ(ms_engine_submit(engine, &req, &a), MS_OK) << ms_last_error();
-    ASSERT_EQ(ms_engine_submit(engine, &req, &b), MS_OK) << ms_last_error();
-    {
+    auto wait_for = [](Collector &col, size_t n) {
         std::unique_lock<std::mutex> lk(col.mu);
-        ASSERT_TRUE(col.cv.wait_for(lk, std::chrono::seconds(60), [&] { return col.finish.size() == 2; }));
+        return col.cv.wait_for(lk, std::chrono::seconds(60), [&] { return col.finish.size() == n; });
+    };
+
+    // Two requests at once.
+    std::vector<int32_t> concurrent_a, concurrent_b;
+    {
+        ms_engine_params ep;
+        ms_engine_params_default(&ep);
+        ep.max_context = 512;
+        ep.kv_memory_bytes = 256ull << 20;
+        Collector col;
+        ms_engine *engine = nullptr;
+        ASSERT_EQ(ms_engine_create(model, &ep, &Collector::on, &col, &engine), MS_OK) << ms_last_error();
+        uint64_t a = 0, b = 0;
+        ASSERT_EQ(ms_engine_submit(engine, &req, &a), MS_OK) << ms_last_error();
+        ASSERT_EQ(ms_engine_submit(engine, &req, &b), MS_OK) << ms_last_error();
+        const bool done = wait_for(col, 2);
+        ms_engine_free(engine);
+        ASSERT_TRUE(done);
+        for (uint64_t id : {a, b}) {
+            EXPECT_EQ(col.finish[id], MS_FINISH_LENGTH);
+            ASSERT_EQ(col.tokens[id].size(), 16u);
+            for (int32_t t : col.tokens[id]) EXPECT_TRUE(t >= 0 && t < 201088) << t;
+        }
+        concurrent_a = col.tokens[a];
+        concurrent_b = col.tokens[b];
     }
-    ms_engine_free(engine);
+
+    // The same request alone, twice, prefix caching off: the same tokens.
+    std::vector<int32_t> alone[2];
+    {
+        ms_engine_params ep;
+        ms_engine_params_default(&ep);
+        ep.max_context = 512;
+        ep.kv_memory_bytes = 256ull << 20;
+        ep.enable_prefix_caching = 0;
+        Collector col;
+        ms_engine *engine = nullptr;
+        ASSERT_EQ(ms_engine_create(model, &ep, &Collector::on, &col, &engine), MS_OK) << ms_last_error();
+        uint64_t ids[2] = {0, 0};
+        bool done = true;
+        for (int r = 0; r < 2 && done; ++r) {
+            ASSERT_EQ(ms_engine_submit(engine, &req, &ids[r]), MS_OK) << ms_last_error();
+            done = wait_for(col, size_t(r) + 1);
+        }
+        ms_engine_free(engine);
+        ASSERT_TRUE(done);
+        for (int r = 0; r < 2; ++r) {
+            EXPECT_EQ(col.finish[ids[r]], MS_FINISH_LENGTH);
+            alone[r] = col.tokens[ids[r]];
+        }
+    }
     ms_model_free(model);
-    EXPECT_EQ(col.finish[a], MS_FINISH_LENGTH);
-    ASSERT_EQ(col.tokens[a].size(), 16u);
-    for (int32_t t : col.tokens[a]) EXPECT_TRUE(t >= 0 && t < 201088) << t;
-    EXPECT_EQ(col.tokens[a], col.tokens[b]);
+    ASSERT_EQ(alone[0].size(), 16u);
+    EXPECT_EQ(alone[0], alone[1]);
+    // For the record (not asserted, see the top of the file): how far the concurrent pair agreed with the lone run.
+    auto agree = [&](const std::vector<int32_t> &v) {
+        size_t n = 0;
+        while (n < v.size() && n < alone[0].size() && v[n] == alone[0][n]) ++n;
+        return n;
+    };
+    std::printf("[ synthetic 20b ] tokens equal to the lone run: concurrent a %zu / 16, b %zu / 16\n",
+                agree(concurrent_a), agree(concurrent_b));
 }
 
 }  // namespace
