@@ -39,11 +39,6 @@ constexpr int kDecodeTokenTile = 8;
 
 // Decode kernel (moe_mxfp4_decode.cu).
 void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
-// Its direct-to-register variant (moe_mxfp4_decode_direct.cu), used by launch_decode when
-// MODELSERVE_MOE_DECODE_DIRECT=1; prepare_decode_direct: shared-memory opt-in, outside graph capture.
-bool decode_direct_enabled();
-void prepare_decode_direct(int hidden, int inter, int max_tokens);
-void launch_decode_direct(MatmulArgs a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
 
 // Prefill kernel v2 (moe_mxfp4_prefill_v2.cu): token tile 128, each block dequantises its weights once into shared
 // memory (fp16, block scales folded in) for ldmatrix + mma.sync. prepare_prefill_v2: shared-memory opt-in (once).

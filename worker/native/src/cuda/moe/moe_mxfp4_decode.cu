@@ -265,14 +265,12 @@ void launch_decode_w(const MatmulArgs &a, bool gate_up, int n_pairs, int n_exper
 }  // namespace
 
 void prepare_decode(int hidden, int inter, int max_tokens) {
-  if (decode_direct_enabled()) prepare_decode_direct(hidden, inter, max_tokens);
   if (decode_warps() == 4) prepare_decode_w<4>(hidden, inter, max_tokens);
   else prepare_decode_w<8>(hidden, inter, max_tokens);
 }
 
 void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
-  if (decode_direct_enabled()) launch_decode_direct(a, gate_up, n_pairs, n_experts, stream);
-  else if (decode_warps() == 4) launch_decode_w<4>(a, gate_up, n_pairs, n_experts, stream);
+  if (decode_warps() == 4) launch_decode_w<4>(a, gate_up, n_pairs, n_experts, stream);
   else launch_decode_w<8>(a, gate_up, n_pairs, n_experts, stream);
 }
 
