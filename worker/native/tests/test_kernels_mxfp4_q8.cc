@@ -79,10 +79,10 @@ struct Panels {
         }
     }
     int8_t q(int t, int k) const {
-        const int pos = ms::q8_block_position(k % 32);
-        return qs[size_t(t / 8) * ms::q8_panel_qs_bytes(p.K) + (k / 32 * 8 + pos / 4) * 32 + (t % 8) * 4 + pos % 4];
+        return qs[size_t(t / 8) * ms::q8_panel_qs_bytes(p.K) + ms::q8_panel_q_offset(t % 8, k / 32, ms::q8_block_position(k % 32))];
     }
-    float scale(int t, int b) const { return d[size_t(t / 8) * ms::q8_panel_blocks(p.K) + b * 8 + t % 8]; }
+    size_t block(int t, int b) const { return size_t(t / 8) * ms::q8_panel_blocks(p.K) + ms::q8_panel_block_offset(t % 8, b); }
+    float scale(int t, int b) const { return d[block(t, b)]; }
 };
 
 TEST(KernelsMxfp4Q8, QuantizerSimdMatchesScalarAndRoundsWithinHalfAStep) {
@@ -112,7 +112,7 @@ TEST(KernelsMxfp4Q8, QuantizerSimdMatchesScalarAndRoundsWithinHalfAStep) {
                     ASSERT_LE(std::fabs(x[size_t(t) * K + k] - q * d), 0.5f * d * (1 + 1e-5f) + 1e-37f) << "t=" << t << " k=" << k;
                     s += q;
                 }
-                ASSERT_EQ(s, ref.sum[size_t(t / 8) * ms::q8_panel_blocks(K) + b * 8 + t % 8]);
+                ASSERT_EQ(s, ref.sum[ref.block(t, b)]);
             }
         // Lanes past T are zero with zero scale.
         if (T % 8) {
@@ -279,16 +279,16 @@ TEST(KernelsQ8Dense, MatchesDequantisedProductAndStaysWithinRoundingOfFp32) {
     ms::matmul_bf16_rows(s, x.data(), T, K, wb.data(), bias.data(), K, 0, N, y32.data(), N);
     for (int r = 0; r < N; ++r)
         for (int k = 0; k < K; ++k) {  // weight rounding: within half a step of the block's scale
-            const float w = ms::bf16_to_f32(wb[size_t(r) * K + k]), dw = W.d[size_t(r) * (K / 32) + k / 32];
-            const float q = W.q[size_t(r) * K + (k / 32) * 32 + ms::q8_block_position(k % 32)];
+            const float w = ms::bf16_to_f32(wb[size_t(r) * K + k]), dw = W.scale(r, k / 32);
+            const float q = float(W.weight(r, k));
             ASSERT_LE(std::fabs(w - q * dw), 0.5f * dw * (1 + 1e-5f)) << "r=" << r << " k=" << k;
         }
     for (int t = 0; t < T; ++t)
         for (int r = 0; r < N; ++r) {
             double exact = bias[r], mag = std::fabs(bias[r]), bound = 0;
             for (int k = 0; k < K; ++k) {
-                const double dw = W.d[size_t(r) * (K / 32) + k / 32], da = px.scale(t, k / 32);
-                const double qw = W.q[size_t(r) * K + (k / 32) * 32 + ms::q8_block_position(k % 32)];
+                const double dw = W.scale(r, k / 32), da = px.scale(t, k / 32);
+                const double qw = W.weight(r, k);
                 const double term = qw * dw * px.q(t, k) * da;
                 exact += term;
                 mag += std::fabs(term);

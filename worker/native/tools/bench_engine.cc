@@ -359,7 +359,7 @@ int main(int argc, char **argv) {
                                                                                   " tokens, int8 MXFP4 experts"
                                                                             : "q8 activations (int8 MXFP4 experts") +
                                                        " in steps of >= " + std::to_string(model->q8_min_tokens()) +
-                                                       " tokens, " + (model->simd() == ms::Simd::Avx512 && ms::q8_vnni_available() ? "AVX-512 VNNI" : "AVX2 vpmaddubsw") + ")";
+                                                       " tokens, " + ms::q8_kernel_name(model->simd()) + ")";
                 if (rounds > 1) name += ", round " + std::to_string(round);
                 std::printf("\n%s...\n", name.c_str());
                 runs.push_back({m, name, round, measure()});

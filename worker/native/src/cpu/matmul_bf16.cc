@@ -10,6 +10,7 @@
 #include "cpu/avx2_reduce.h"
 #include "cpu/bf16.h"
 #include "cpu/gemm_f32_avx512.h"
+#include "cpu/prefetch.h"
 
 #include <vector>
 
@@ -221,6 +222,8 @@ __attribute__((target("avx512f"))) void rows_widened_avx512(const float *x, int 
                 __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + int64_t(r + i) * K + k)));
                 _mm512_storeu_ps(sw + int64_t(i) * K + k, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
             }
+        // The next 4 rows stream in from DRAM while these compute.
+        if (r + 8 <= r1) prefetch_bytes(w + int64_t(r + 4) * K, int64_t(4) * K * 2);
         gemm_f32_rows_avx512<4>(sw, K, x, n_tok, ldx, K16, y + r, ldy);
         for (int t = 0; t < n_tok; ++t)
             for (int i = 0; i < 4; ++i) {

@@ -14,6 +14,7 @@
 #include "cpu/aligned_vector.h"
 
 #include "cpu/gemm_f32_avx512.h"
+#include "cpu/prefetch.h"
 
 namespace ms {
 
@@ -319,6 +320,11 @@ __attribute__((target("avx512f"))) void rows_widened_avx512(const float *xs, int
                 _mm512_storeu_ps(sw + int64_t(i) * K + b * 32, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(v, m15), lut), scale));
                 _mm512_storeu_ps(sw + int64_t(i) * K + b * 32 + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), scale));
             }
+        }
+        // The next 4 rows stream in from DRAM while these compute.
+        if (r + 8 <= r1) {
+            prefetch_bytes(blocks + int64_t(r + 4) * nb * 16, int64_t(4) * nb * 16);
+            prefetch_bytes(scales + int64_t(r + 4) * nb, int64_t(4) * nb);
         }
         gemm_f32_rows_avx512<4>(sw, K, xs, n_tok, ldx, K, y + r, ldy);
         if (bias)

@@ -5,13 +5,14 @@
 // activations are (q = round-half-even(w * 127 / max|w|), d = max|w| / 127, fp32), which adds a relative error of up to
 // 1/254 of the block's largest weight per element. The product is then all integer per block:
 //   isum(r, t, b) = sum_{j < 32} qw[r][32b + j] * qa[t][32b + j]                      (exact, |isum| <= 32 * 127^2)
-//   acc(r, t)     = fma(float(isum), da[t][b] * dw[r][b], acc)   for b = 0, 1, ... in order, from 0
-//   y[t][r]       = acc(r, t) + bias[r]
+//   acc_h(r, t)   = fma(float(isum), da[t][b] * dw[r][b], acc_h)   for b = h, h + 2, ... (h = 0, 1), from 0
+//   y[t][r]       = (acc_0 + acc_1) + bias[r]
 // and every implementation computes exactly that (SIMD equals the scalar reference bit for bit; a token's result does
 // not depend on the other tokens or the row range). Activations come in the panels of cpu/matmul_mxfp4_q8.h; the
-// weights are stored in the same block-split order. SIMD: AVX2 moves each weight's sign onto the activation
-// (vpsignb) so vpmaddubsw sees |w| (u8) times a signed byte (a pair stays below 2^15), then vpmaddwd; AVX-512 VNNI
-// does |w| x sign(a, w) with 256-bit vpdpbusd.
+// weights are stored as the register tile of cpu/q8_pair_kernel.h reads them: groups of 8 rows (the last one padded
+// with zero rows), per block pair and row 64 bytes of qw + 128 as unsigned bytes (AVX-512 VNNI / AVX-VNNI vpdpbusd
+// multiply them directly, the offset coming back out through the activation sums; the AVX2 kernel takes the offset
+// off and moves each weight's sign onto the activation, vpsignb, so vpmaddubsw sees |w| times a signed byte).
 #pragma once
 
 #include <cstdint>
@@ -23,16 +24,20 @@
 namespace ms {
 
 struct Q8DenseWeights {
-    AlignedVector<int8_t> q;  // [rows][K], each 32-block in block-split order (q8_block_position)
-    AlignedVector<float> d;   // [rows][K/32]
+    AlignedVector<uint8_t> q;  // [rows / 8][npair][8][64]: qw + 128, block-split order (see cpu/q8_pair_kernel.h)
+    AlignedVector<float> d;    // [rows / 8][npair][8][2]: dw of blocks 2bp, 2bp + 1 (0 for a pad block or row)
     int rows = 0, K = 0;
     size_t bytes() const { return q.size() + d.size() * sizeof(float); }
+    // The rounded weight of row r at element k (natural order) and the scale of its block b.
+    int weight(int r, int k) const;
+    float scale(int r, int b) const;
 };
 
 // Rounds a bf16 matrix [rows][K] (K % 32 == 0) to int8 per 32-block.
 void q8_quantize_dense_bf16(const uint16_t *w, int rows, int K, Q8DenseWeights &out);
 
 // y[t * ldy + r] = bias[r] + sum_k x[t][k] W[r][k] as above, tokens t < n_tok from panel panel0 on, rows [r0, r1).
+// Fastest with r0 and r1 multiples of 8 (a row group is computed whole).
 void matmul_q8_dense_rows(Simd s, const Q8Panels &x, int panel0, int n_tok, const Q8DenseWeights &W, const float *bias,
                           int r0, int r1, float *y, int64_t ldy);
 
