@@ -55,6 +55,8 @@ export class WorkerState {
   }
 }
 
+const DAY_MS = 86_400_000;
+
 export class WorkerContext {
   engine?: Engine;
   /** How the loaded model's text and chats become tokens (harmony for gpt-oss, the model's own tokenizer for GGUF). */
@@ -88,9 +90,17 @@ export class WorkerContext {
     return this.engine !== undefined && !this.state.draining;
   }
 
-  /** Today's date (UTC) unless configured. */
+  /** Today's date (UTC) unless configured; the string is made once a day, not per request. */
   conversationDate(): string | null {
     if (this.config.conversationDate !== undefined) return this.config.conversationDate;
-    return new Date().toISOString().slice(0, 10);
+    const now = Date.now();
+    if (now < this.today.from || now >= this.today.from + DAY_MS) {
+      const from = now - (now % DAY_MS);
+      this.today = { from, date: new Date(from).toISOString().slice(0, 10) };
+    }
+    return this.today.date;
   }
+
+  /** The UTC day conversationDate() last formatted: its first millisecond and its date. */
+  private today = { from: -Infinity, date: '' };
 }

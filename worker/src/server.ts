@@ -58,19 +58,25 @@ export function createApp(options: AppOptions): { app: express.Express; ctx: Wor
     });
     next();
   });
+  // New API work is refused while draining; requests already running finish.
+  const refuseWhileDraining = (_req: Request, res: Response, next: NextFunction): void => {
+    if (ctx.state.draining) sendError(res, draining(ctx.config.retryAfterSeconds));
+    else next();
+  };
+  const body = jsonBody({ limit: ctx.config.maxBodyBytes });
+  // The generation routes first, each with the /v1 steps in the same order (draining, body, route): express tries
+  // layers in order, so a generation request otherwise went through every other route's path match and the two
+  // `/v1` prefix layers (each rewrites req.url and restores it) on its way to the engine, and in a burst of requests
+  // each one waits for that work of the ones before it. Other /v1 paths get the same steps from the layers below.
+  app.post('/v1/completions', refuseWhileDraining, body, route(completions));
+  app.post('/v1/chat/completions', refuseWhileDraining, body, route(chatCompletions));
   app.get('/health', route(health));
   app.get('/ready', route(ready));
   app.get('/metrics', route(metrics));
-  // New API work is refused while draining; requests already running finish.
-  app.use('/v1', (_req, res, next) => {
-    if (ctx.state.draining) sendError(res, draining(ctx.config.retryAfterSeconds));
-    else next();
-  });
-  app.use('/v1', jsonBody({ limit: ctx.config.maxBodyBytes }));
+  app.use('/v1', refuseWhileDraining);
+  app.use('/v1', body);
   app.get('/v1/models', route(listModels));
   app.get('/v1/models/:model', route(getModel));
-  app.post('/v1/chat/completions', route(chatCompletions));
-  app.post('/v1/completions', route(completions));
   app.use((req, res) => {
     sendError(res, new ApiError(404, `No route ${req.method} ${req.path}`, 'invalid_request_error', null, 'not_found'));
   });

@@ -223,6 +223,18 @@ describe('errors in OpenAI shape', () => {
     expect(typeof body.error.message).toBe('string');
   };
   it('malformed JSON → 400', async () => expectError(await post('/v1/chat/completions', '{"model":'), 400, null));
+  it('malformed JSON on /v1/completions → 400 invalid_json', async () => {
+    const res = await post('/v1/completions', '{"model":');
+    expect(res.status).toBe(400);
+    expect((await json(res)).error.code).toBe('invalid_json');
+  });
+  it('the generation routes answer POST only: GET → 404 no route', async () => {
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const res = await fetch(base + path);
+      expect(res.status).toBe(404);
+      expect((await json(res)).error.code).toBe('not_found');
+    }
+  });
   it('unknown model → 404', async () => expectError(await chat({ model: 'nope' }), 404, 'model'));
   it('out-of-range temperature → 400 naming it', async () =>
     expectError(await chat({ temperature: 3 }), 400, 'temperature'));
@@ -291,6 +303,14 @@ describe('admission and drain', () => {
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
     expect((await json(res)).error.code).toBe('draining');
+    for (const refused of [
+      await post('/v1/completions', { model: 'tiny', prompt: 'hi' }),
+      await fetch(base + '/v1/models'),
+    ]) {
+      expect(refused.status).toBe(503);
+      expect((await json(refused)).error.code).toBe('draining');
+    }
+    expect(engine.submitted).toHaveLength(0);
   });
 });
 

@@ -231,67 +231,67 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
   );
 
   const watch = watchDisconnect(req, res, () => run.cancelAll());
+  const output = run.whenDone(() => respond(performance.now()));
   run.start();
   if (stream) sse.openSoon();
-  let finished: number;
-  try {
-    await run.done;
-    finished = performance.now();
-  } finally {
+  await output;
+
+  /** The response's end, when the last sequence finished (`finished`: then). */
+  function respond(finished: number): void {
     watch.finished();
     leave();
+    const completionTokens = choices.reduce((sum, c) => sum + c.completionTokens, 0);
+    const usage = {
+      prompt_tokens: prompt.length,
+      completion_tokens: completionTokens,
+      total_tokens: prompt.length + completionTokens,
+      prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
+    };
+    trace.end({ 'gen_ai.usage.prompt_tokens': prompt.length, 'gen_ai.usage.completion_tokens': completionTokens });
+    if (res.destroyed) return;
+    if (stream) {
+      if (includeUsage) sse.send({ id, object: 'chat.completion.chunk', created, model, choices: [], usage });
+      sse.end();
+      return;
+    }
+    if (errors.length === n) {
+      // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
+      const err = run.capacityRejection
+        ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
+        : internalError(errors[0]!);
+      sendError(res, err);
+      return;
+    }
+    sendTimedJson(
+      res,
+      {
+        id,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: choices.map((c, index) => ({
+          index,
+          message: {
+            role: 'assistant',
+            content: c.toolCalls.length > 0 && c.content === '' ? null : c.content,
+            ...(c.reasoning ? { reasoning_content: c.reasoning } : {}),
+            ...(c.toolCalls.length > 0
+              ? {
+                  tool_calls: c.toolCalls.map((t) => ({
+                    id: t.id,
+                    type: 'function',
+                    function: { name: t.name, arguments: t.arguments },
+                  })),
+                }
+              : {}),
+          },
+          logprobs: topLogprobs !== undefined ? { content: c.logprobs } : null,
+          finish_reason: finishReasons[index] ?? 'stop',
+        })),
+        usage,
+      },
+      timing,
+      finished,
+    );
   }
-  const completionTokens = choices.reduce((sum, c) => sum + c.completionTokens, 0);
-  const usage = {
-    prompt_tokens: prompt.length,
-    completion_tokens: completionTokens,
-    total_tokens: prompt.length + completionTokens,
-    prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
-  };
-  trace.end({ 'gen_ai.usage.prompt_tokens': prompt.length, 'gen_ai.usage.completion_tokens': completionTokens });
-  if (res.destroyed) return;
-  if (stream) {
-    if (includeUsage) sse.send({ id, object: 'chat.completion.chunk', created, model, choices: [], usage });
-    sse.end();
-    return;
-  }
-  if (errors.length === n) {
-    // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
-    const err = run.capacityRejection
-      ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
-      : internalError(errors[0]!);
-    sendError(res, err);
-    return;
-  }
-  sendTimedJson(
-    res,
-    {
-      id,
-      object: 'chat.completion',
-      created,
-      model,
-      choices: choices.map((c, index) => ({
-        index,
-        message: {
-          role: 'assistant',
-          content: c.toolCalls.length > 0 && c.content === '' ? null : c.content,
-          ...(c.reasoning ? { reasoning_content: c.reasoning } : {}),
-          ...(c.toolCalls.length > 0
-            ? {
-                tool_calls: c.toolCalls.map((t) => ({
-                  id: t.id,
-                  type: 'function',
-                  function: { name: t.name, arguments: t.arguments },
-                })),
-              }
-            : {}),
-        },
-        logprobs: topLogprobs !== undefined ? { content: c.logprobs } : null,
-        finish_reason: finishReasons[index] ?? 'stop',
-      })),
-      usage,
-    },
-    timing,
-    finished,
-  );
 }

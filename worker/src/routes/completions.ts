@@ -236,55 +236,55 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     timing,
   );
   const watch = watchDisconnect(req, res, () => run.cancelAll());
+  const output = run.whenDone(() => respond(performance.now()));
   run.start();
   if (stream) sse.openSoon();
-  let finished: number;
-  try {
-    await run.done;
-    finished = performance.now();
-  } finally {
+  await output;
+
+  /** The response's end, when the last sequence finished (`finished`: then). */
+  function respond(finished: number): void {
     watch.finished();
     leave();
+    const promptTokens = prompts.reduce((sum, p) => sum + p.length, 0);
+    const completionTokens = choices.reduce((sum, c) => sum + c.tokens, 0);
+    const usage = {
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+      prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
+    };
+    trace.end({ 'gen_ai.usage.prompt_tokens': promptTokens, 'gen_ai.usage.completion_tokens': completionTokens });
+    if (res.destroyed) return;
+    if (stream) {
+      if (includeUsage) sse.send({ id, object: 'text_completion', created, model, choices: [], usage });
+      sse.end();
+      return;
+    }
+    if (errors.length === slots.length) {
+      // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
+      const err = run.capacityRejection
+        ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
+        : internalError(errors[0]!);
+      sendError(res, err);
+      return;
+    }
+    sendTimedJson(
+      res,
+      {
+        id,
+        object: 'text_completion',
+        created,
+        model,
+        choices: choices.map((c, index) => ({
+          index,
+          text: c.text,
+          logprobs: topLogprobs !== undefined ? c.logprobs : null,
+          finish_reason: finishReasons[index],
+        })),
+        usage,
+      },
+      timing,
+      finished,
+    );
   }
-  const promptTokens = prompts.reduce((sum, p) => sum + p.length, 0);
-  const completionTokens = choices.reduce((sum, c) => sum + c.tokens, 0);
-  const usage = {
-    prompt_tokens: promptTokens,
-    completion_tokens: completionTokens,
-    total_tokens: promptTokens + completionTokens,
-    prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
-  };
-  trace.end({ 'gen_ai.usage.prompt_tokens': promptTokens, 'gen_ai.usage.completion_tokens': completionTokens });
-  if (res.destroyed) return;
-  if (stream) {
-    if (includeUsage) sse.send({ id, object: 'text_completion', created, model, choices: [], usage });
-    sse.end();
-    return;
-  }
-  if (errors.length === slots.length) {
-    // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
-    const err = run.capacityRejection
-      ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
-      : internalError(errors[0]!);
-    sendError(res, err);
-    return;
-  }
-  sendTimedJson(
-    res,
-    {
-      id,
-      object: 'text_completion',
-      created,
-      model,
-      choices: choices.map((c, index) => ({
-        index,
-        text: c.text,
-        logprobs: topLogprobs !== undefined ? c.logprobs : null,
-        finish_reason: finishReasons[index],
-      })),
-      usage,
-    },
-    timing,
-    finished,
-  );
 }

@@ -33,3 +33,25 @@ describe('harmony rendering matches the reference renderer', () => {
     expect(tokens).toEqual(vector.tokens);
   });
 });
+
+describe('recurring pieces (headers, system and developer messages) are encoded once per tokenizer', () => {
+  it('renders every vector the same again, in any order, once their pieces are cached', () => {
+    const render = (v: Vector): number[] =>
+      renderChatPrompt(tokenizer, v.request.messages, v.request.tools ?? [], {
+        conversationDate: v.date,
+        reasoningEffort: v.request.reasoning_effort ?? 'medium',
+      });
+    for (const v of [...vectors].reverse()) expect(render(v)).toEqual(v.tokens);
+    // A caller that changes a prompt it got back changes nothing cached.
+    const first = render(vectors[0]!);
+    first.fill(0);
+    expect(render(vectors[0]!)).toEqual(vectors[0]!.tokens);
+  });
+
+  it('caches per tokenizer: another tokenizer gets its own encodings', () => {
+    const other = new Tokenizer();
+    const v = vectors[0]!;
+    const options = { conversationDate: v.date, reasoningEffort: v.request.reasoning_effort ?? 'medium' };
+    expect(renderChatPrompt(other, v.request.messages, v.request.tools ?? [], options)).toEqual(v.tokens);
+  });
+});
