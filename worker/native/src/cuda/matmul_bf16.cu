@@ -66,82 +66,10 @@ __global__ void gemv_kernel(const float *__restrict__ x, int K, const uint16_t *
     }
 }
 
-// gemv_kernel with more of each lane's weight loads in flight: the row's C 16-byte pieces per lane (K up to 256 * C)
-// go through a ring of R = min(C, 8) registers, the first R issued before the first multiply and piece i + R issued as
-// piece i is consumed. At batch 1 the step's projections are latency-bound with the loop above (Nsight Compute on the
-// H100: q/k/v 17.2 us at 1.72 TB/s, o 14.7 us at 1.6 TB/s, warps stalled on long scoreboard ~30 cycles per issue):
-// its unroll of 4 waits a whole round trip per 4 pieces. The ring (not all C pieces at once) keeps the registers at a
-// level where the o projection's 360 blocks still fit in one wave. Each lane adds its pieces in the same order as
-// gemv_kernel does. MODELSERVE_CUDA_GEMV_REGS=0: the loop.
-template <int NT, int C>
-__global__ void __launch_bounds__(256, 5) gemv_regs_kernel(const float *__restrict__ x, int K, const uint16_t *__restrict__ w,
-                                 const float *__restrict__ bias, int N, float *__restrict__ out, bool accumulate) {
-    constexpr int R = C < 8 ? C : 8;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int r = blockIdx.x * kGemvRowsPerBlock + warp;
-    if (r < N) {
-        const char *row = reinterpret_cast<const char *>(w + (long long)r * K);
-        for (int off = lane * 128; off < K * 2; off += 32 * 128) prefetch_l2(row + off);
-    }
-    pdl_wait();
-    pdl_trigger();
-    if (r >= N) return;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (long long)r * K);
-    const int K8 = K / 8;
-    auto piece = [&](int i) {
-        const int k8 = lane + 32 * i;
-        return k8 < K8 ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
-    };
-    uint4 ring[R];
-#pragma unroll
-    for (int i = 0; i < R; ++i) ring[i] = piece(i);
-    float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = 0.f;
-#pragma unroll
-    for (int i = 0; i < C; ++i) {
-        const int k8 = lane + 32 * i;
-        if (k8 >= K8) break;
-        const uint4 v = ring[i % R];
-        if (i + R < C) ring[i % R] = piece(i + R);
-        const float w0 = bf16_lo(v.x), w1 = bf16_hi(v.x), w2 = bf16_lo(v.y), w3 = bf16_hi(v.y);
-        const float w4 = bf16_lo(v.z), w5 = bf16_hi(v.z), w6 = bf16_lo(v.w), w7 = bf16_hi(v.w);
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            const float4 a = __ldg(reinterpret_cast<const float4 *>(x + (long long)t * K) + 2 * k8);
-            const float4 b = __ldg(reinterpret_cast<const float4 *>(x + (long long)t * K) + 2 * k8 + 1);
-            acc[t] += a.x * w0 + a.y * w1 + a.z * w2 + a.w * w3 + b.x * w4 + b.y * w5 + b.z * w6 + b.w * w7;
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-        float v = acc[t];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) {
-            if (bias) v += bias[r];
-            float *dst = out + (long long)t * N + r;
-            *dst = accumulate ? *dst + v : v;
-        }
-    }
-}
-
-bool gemv_regs_enabled() {
-    static const bool on = env_switch("MODELSERVE_CUDA_GEMV_REGS", true);
-    return on;
-}
-
 template <int NT>
 void launch_gemv(const float *x, int K, const uint16_t *w, const float *bias, int N, float *out, bool acc, cudaStream_t s) {
-    const dim3 grid(ceil_div(N, kGemvRowsPerBlock)), block(32 * kGemvRowsPerBlock);
-    const int pieces = ceil_div(K / 8, 32);  // 16-byte pieces per lane
-    if (NT <= 2 && gemv_regs_enabled() && pieces <= 16) {  // batch 1-2: where the projections are latency-bound
-        if (pieces <= 4) launch_maybe_pdl(gemv_regs_kernel<NT, 4>, grid, block, 0, s, x, K, w, bias, N, out, acc);
-        else if (pieces <= 8) launch_maybe_pdl(gemv_regs_kernel<NT, 8>, grid, block, 0, s, x, K, w, bias, N, out, acc);
-        else if (pieces <= 12) launch_maybe_pdl(gemv_regs_kernel<NT, 12>, grid, block, 0, s, x, K, w, bias, N, out, acc);
-        else launch_maybe_pdl(gemv_regs_kernel<NT, 16>, grid, block, 0, s, x, K, w, bias, N, out, acc);
-        return;
-    }
-    launch_maybe_pdl(gemv_kernel<NT>, grid, block, 0, s, x, K, w, bias, N, out, acc);
+    launch_maybe_pdl(gemv_kernel<NT>, dim3(ceil_div(N, kGemvRowsPerBlock)), dim3(32 * kGemvRowsPerBlock), 0, s, x, K, w,
+                     bias, N, out, acc);
 }
 
 __global__ void to_bf16_kernel(const float *x, long long n, __nv_bfloat16 *y) {
