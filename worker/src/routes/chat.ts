@@ -16,7 +16,7 @@ import {
   type ChatFinishReason,
 } from '../openai/chat-choice.js';
 import { PlainChatChoice } from '../openai/plain-chat-choice.js';
-import { internalError, invalidRequest } from '../openai/errors.js';
+import { invalidRequest } from '../openai/errors.js';
 import { chatRequestSchema, type ChatRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
 import { EventStream } from '../sse.js';
@@ -30,6 +30,7 @@ import {
   parseBody,
   requireEngine,
   samplingOf,
+  noOutputError,
   sendError,
   sendTimedJson,
   stopStrings,
@@ -255,11 +256,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
       return;
     }
     if (errors.length === n) {
-      // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
-      const err = run.capacityRejection
-        ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
-        : internalError(errors[0]!);
-      sendError(res, err);
+      sendError(res, noOutputError(run.capacityRejection, errors[0]!));
       return;
     }
     sendTimedJson(

@@ -5,7 +5,7 @@ import { randomFillSync } from 'node:crypto';
 import type { z } from 'zod';
 import type { WorkerContext } from '../context.js';
 import type { Engine, GenerationRequest } from '../engine/types.js';
-import { ApiError, invalidRequest, modelNotFound, notReady, overloaded } from '../openai/errors.js';
+import { ApiError, internalError, invalidRequest, modelNotFound, notReady, overloaded } from '../openai/errors.js';
 import { describeIssue } from '../openai/schemas.js';
 import { SERVER_TIMING, type RequestTiming } from '../server-timing.js';
 
@@ -97,6 +97,14 @@ export function stopStrings(stop: string | string[] | null | undefined): string[
 
 export function admit(ctx: WorkerContext, sequences: number): void {
   if (!ctx.admission!.canAdmit(sequences)) throw overloaded(ctx.config.retryAfterSeconds);
+}
+
+// A request whose every sequence failed before producing anything: one that can never fit the context is the
+// client's error (400 context_length_exceeded), anything else the server's.
+export function noOutputError(capacityRejection: string | undefined, firstError: string): ApiError {
+  return capacityRejection
+    ? invalidRequest(capacityRejection, null, 'context_length_exceeded')
+    : internalError(firstError);
 }
 
 export function sendError(res: Response, err: ApiError): void {

@@ -4,7 +4,7 @@
 import type { Request, Response } from 'express';
 import type { WorkerContext } from '../context.js';
 import type { FinishReason, GenerationRequest, TokenEvent } from '../engine/types.js';
-import { internalError, invalidRequest } from '../openai/errors.js';
+import { invalidRequest } from '../openai/errors.js';
 import { completionRequestFastSchema, completionRequestSchema, type CompletionRequest } from '../openai/schemas.js';
 import { SequenceRun } from '../sequences.js';
 import { EventStream } from '../sse.js';
@@ -21,6 +21,7 @@ import {
   parseBody,
   requireEngine,
   samplingOf,
+  noOutputError,
   sendError,
   sendTimedJson,
   stopStrings,
@@ -261,11 +262,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
       return;
     }
     if (errors.length === slots.length) {
-      // Nothing was generated: a request that can never fit is the client's error, anything else the server's.
-      const err = run.capacityRejection
-        ? invalidRequest(run.capacityRejection, null, 'context_length_exceeded')
-        : internalError(errors[0]!);
-      sendError(res, err);
+      sendError(res, noOutputError(run.capacityRejection, errors[0]!));
       return;
     }
     sendTimedJson(
