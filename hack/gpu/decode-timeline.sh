@@ -5,13 +5,13 @@
 #    graph nodes traced one by one): per kernel its launches and mean duration per step, the GPU's busy time per step
 #    against the step's span (the difference is launch gaps and host time), and one layer's kernels in order with
 #    their start offsets, so that PDL overlap and idle gaps are visible;
-#  - Nsight Compute on the first COUNT kernels of those steps (hack/gpu/profile-decode.sh's metrics): duration, DRAM
-#    bytes and throughput against peak, stall reasons. ncu serialises kernels, so its durations exclude overlap.
+#  - Nsight Compute on the first COUNT kernels of those steps (hack/gpu/profile-decode.sh): duration, DRAM bytes and
+#    throughput against peak, stall reasons. ncu serialises kernels, so its durations exclude overlap.
 # Here first: hack/gpu/prepare.sh; carry ["worker/native/build-gpu-deps"]. Logs and reports under $OUT.
 # With TEST_VARIANTS (space-separated VAR=value) it also builds engine_cuda_tests and runs the MoE and model tests
 # under each (a new kernel behind a switch is checked against the CPU engine before its timing counts), and the whole
 # suite once with the defaults at the end.
-#   hack/gpu/decode-timeline.sh   env: STEPS (32), COUNT (24), VARIANTS, TEST_VARIANTS, NSYS_VARIANT (VAR=value)
+#   hack/gpu/decode-timeline.sh   env: STEPS (32), COUNT (8), VARIANTS, TEST_VARIANTS, NSYS_VARIANT (VAR=value)
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/ms-gpu-out}
@@ -76,16 +76,7 @@ else
   echo "== no nsys on this machine"
 fi
 el "nsys done"
-ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
-metrics+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
-metrics+=,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
-metrics+=,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
-metrics+=,smsp__issue_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
-timeout 200 "$ncu" --profile-from-start off --launch-skip 40 --launch-count "${COUNT:-24}" --metrics "$metrics" \
-  --csv --page raw $B/bench_cuda --shape 20b --only-batch1 --decode-steps 4 > "$out/ncu.csv" 2> "$out/ncu.err"
-echo "== ncu rc $?"
-python3 hack/gpu/summarize_ncu.py "$out/ncu.csv" || tail -20 "$out/ncu.err"
+OUT=$out B=$B COUNT=${COUNT:-8} hack/gpu/profile-decode.sh
 if [[ $tests == ON ]]; then
   timeout 200 $B/engine_cuda_tests > "$out/tests.log" 2>&1
   echo "== engine_cuda_tests, defaults (rc $?): $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ tests?,' "$out/tests.log" | tr '\n' ' ')"

@@ -31,8 +31,8 @@ el "tests done"
 timeout 150 $B/bench_cuda --shape all --out "$out/bench.md" > "$logs/bench.log" 2>&1
 echo "== bench_cuda all (rc $?)"; grep -E '^\[|device-to-device' "$logs/bench.log"; cat "$out/bench.md"
 el "bench done"
-hack/gpu/profile-decode.sh > "$out/ncu.txt" 2>&1
-echo "== ncu ($(wc -l < "$out/ncu.txt") lines)"; head -120 "$out/ncu.txt" | cut -c1-150
+OUT=$out B=$B hack/gpu/profile-decode.sh > "$out/ncu.md" 2>&1
+cat "$out/ncu.md"
 el "profile done"
 left=$(( budget - ($(date +%s) - T0) - 25 ))
 if (( left > 40 )); then
