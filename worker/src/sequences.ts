@@ -44,8 +44,6 @@ export class SequenceRun {
   private remaining: number;
   /** Set when the engine refused a sequence as one that can never fit (context, KV pool). */
   capacityRejection?: string;
-  private resolveDone!: () => void;
-  readonly done: Promise<void>;
   /** whenDone()'s callback. */
   private onDone?: () => void;
 
@@ -62,7 +60,6 @@ export class SequenceRun {
   ) {
     this.sequences = requests.map((r) => ({ ...r, generated: 0, cachedPromptTokens: 0, finished: false }));
     this.remaining = this.sequences.length;
-    this.done = new Promise((resolve) => (this.resolveDone = resolve));
   }
 
   /**
@@ -198,9 +195,6 @@ export class SequenceRun {
       }
     }
     seq.handlers.onFinish(reason, message);
-    if (--this.remaining === 0) {
-      this.resolveDone();
-      this.onDone?.();
-    }
+    if (--this.remaining === 0) this.onDone?.();
   }
 }

@@ -35,6 +35,7 @@ import {
   sendTimedJson,
   stopStrings,
   unixSeconds,
+  usageOf,
   watchDisconnect,
 } from './common.js';
 
@@ -242,12 +243,7 @@ export async function chatCompletions(ctx: WorkerContext, req: Request, res: Res
     watch.finished();
     leave();
     const completionTokens = choices.reduce((sum, c) => sum + c.completionTokens, 0);
-    const usage = {
-      prompt_tokens: prompt.length,
-      completion_tokens: completionTokens,
-      total_tokens: prompt.length + completionTokens,
-      prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
-    };
+    const usage = usageOf(prompt.length, completionTokens, run.cachedPromptTokens);
     trace.end({ 'gen_ai.usage.prompt_tokens': prompt.length, 'gen_ai.usage.completion_tokens': completionTokens });
     if (res.destroyed) return;
     if (stream) {

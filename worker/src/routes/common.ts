@@ -99,6 +99,16 @@ export function admit(ctx: WorkerContext, sequences: number): void {
   if (!ctx.admission!.canAdmit(sequences)) throw overloaded(ctx.config.retryAfterSeconds);
 }
 
+/** The `usage` object of a response (and of the last chunk of a stream with include_usage). */
+export function usageOf(promptTokens: number, completionTokens: number, cachedTokens: number) {
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: cachedTokens },
+  };
+}
+
 // A request whose every sequence failed before producing anything: one that can never fit the context is the
 // client's error (400 context_length_exceeded), anything else the server's.
 export function noOutputError(capacityRejection: string | undefined, firstError: string): ApiError {

@@ -26,6 +26,7 @@ import {
   sendTimedJson,
   stopStrings,
   unixSeconds,
+  usageOf,
   watchDisconnect,
 } from './common.js';
 
@@ -248,12 +249,7 @@ export async function completions(ctx: WorkerContext, req: Request, res: Respons
     leave();
     const promptTokens = prompts.reduce((sum, p) => sum + p.length, 0);
     const completionTokens = choices.reduce((sum, c) => sum + c.tokens, 0);
-    const usage = {
-      prompt_tokens: promptTokens,
-      completion_tokens: completionTokens,
-      total_tokens: promptTokens + completionTokens,
-      prompt_tokens_details: { cached_tokens: run.cachedPromptTokens },
-    };
+    const usage = usageOf(promptTokens, completionTokens, run.cachedPromptTokens);
     trace.end({ 'gen_ai.usage.prompt_tokens': promptTokens, 'gen_ai.usage.completion_tokens': completionTokens });
     if (res.destroyed) return;
     if (stream) {
