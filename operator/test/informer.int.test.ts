@@ -67,3 +67,37 @@ it('delivers adds, updates, deletes and resyncs for the label-selected objects',
     await informer.stop();
   }
 });
+
+it("remember() takes a controller's own writes but never brings back an object the watch has deleted", async () => {
+  const informer = new Informer<V1ConfigMap>(api, resources.configMaps, {
+    labelSelector: 'sel=late',
+    resyncMs: 60_000,
+  });
+  informer.start();
+  try {
+    await informer.waitForSync();
+    const path = objectPath(resources.configMaps, 'default', 'late');
+    const created = await api.apply<V1ConfigMap>(path, configMap('late', { sel: 'late' }, '1'), 'test');
+    const written = await api.apply<V1ConfigMap>(path, configMap('late', { sel: 'late' }, '2'), 'test');
+    // The write's answer before its watch event: the cache takes it; an older answer arriving later does not win.
+    expect(informer.remember(written)).toBe(true);
+    expect(informer.get('default', 'late')?.data?.value).toBe('2');
+    expect(informer.remember(created)).toBe(false);
+    expect(informer.get('default', 'late')?.data?.value).toBe('2');
+
+    await api.request('DELETE', path);
+    await waitFor(() => !informer.get('default', 'late'), { description: 'the informer dropping the deleted object' });
+    // An answer to a write made before the deletion, processed after the DELETED event (a status write racing a
+    // delete): it must stay out, or the object would live on in the cache.
+    expect(informer.remember(written)).toBe(false);
+    expect(informer.get('default', 'late')).toBeUndefined();
+
+    // A new object under the same name is newer than the deletion: remembered.
+    const again = await api.apply<V1ConfigMap>(path, configMap('late', { sel: 'late' }, '3'), 'test');
+    expect(informer.remember(again)).toBe(true);
+    expect(informer.get('default', 'late')?.data?.value).toBe('3');
+    await api.request('DELETE', path);
+  } finally {
+    await informer.stop();
+  }
+});

@@ -119,6 +119,15 @@ const hfSrc = (repo: string, revision: string): CacheSource => ({
 });
 const entryDir = (node: string, src: CacheSource) => path.join(agent.nodeHostPath(node, CACHE_DIR), entryName(src));
 
+/** The operator's weight-cache log lines (jobs, labels, failed syncs and watches), for failure messages. */
+function cacheLog(): string {
+  const lines = op.logs.filter((l) => /stager|cache|watch|sync/.test(String(l.msg)));
+  return `${op.describe()}\nweight-cache log:\n${lines
+    .slice(-80)
+    .map((l) => JSON.stringify(l))
+    .join('\n')}`;
+}
+
 async function waitCached(name: string, ready: number, total: number): Promise<ModelDeployment> {
   let last: ModelDeployment | undefined;
   await waitFor(
@@ -133,7 +142,7 @@ async function waitCached(name: string, ready: number, total: number): Promise<M
     },
     { timeoutMs: 120_000, intervalMs: 500, description: `${name}: WeightsCached ${ready}/${total}` },
   ).catch((err: Error) => {
-    throw new Error(`${err.message}\nstatus: ${JSON.stringify(last?.status)}\n${op.describe()}`);
+    throw new Error(`${err.message}\nstatus: ${JSON.stringify(last?.status)}\n${cacheLog()}`);
   });
   return last!;
 }
@@ -283,7 +292,15 @@ test('deleting ModelDeployments removes their Jobs and node labels; an unused en
       return jobs.length === 0 && labelled.length === 0;
     },
     { timeoutMs: 60_000, description: 'Jobs and node labels of deleted ModelDeployments gone' },
-  );
+  ).catch(async (err: Error) => {
+    const keys = new Set(gone.map(cacheKey));
+    const jobs = (await listJobs()).filter((j) => keys.has(j.metadata?.labels?.['cache.modelserve.dev/key'] ?? ''));
+    const labels = (await listNodes()).map((n) => [n.metadata?.name, n.metadata?.labels]);
+    const left = jobs.map((j) => [j.metadata?.name, j.metadata?.deletionTimestamp, j.metadata?.finalizers, j.status]);
+    throw new Error(
+      `${err.message}\njobs left: ${JSON.stringify(left)}\nnodes: ${JSON.stringify(labels)}\n${cacheLog()}`,
+    );
+  });
   // The entries stay on disk (a recreated deployment reuses them) until a stager needs the room.
   for (const node of nodes) expect(fs.existsSync(path.join(entryDir(node, gone[0]!), COMPLETE_MARKER))).toBe(true);
 

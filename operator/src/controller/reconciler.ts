@@ -216,7 +216,7 @@ export class Controller {
           { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, status },
           FIELD_MANAGER,
         );
-        this.remember(this.mdeps, updated);
+        this.mdeps.remember(updated);
       });
     }
     if (degraded) {
@@ -266,7 +266,7 @@ export class Controller {
       desired,
       FIELD_MANAGER,
     );
-    this.remember(informer, applied);
+    informer.remember(applied);
 
     const action = !live ? 'Create' : !sameSpec ? 'Update' : 'Scale';
     metrics.appliedObjects.inc({ kind: resource.kind, action: action.toLowerCase() });
@@ -311,7 +311,7 @@ export class Controller {
           patch,
           FIELD_MANAGER,
         );
-        this.remember(this.pods, updated);
+        this.pods.remember(updated);
       });
     }
     if (changes.length === 0) return;
@@ -354,15 +354,6 @@ export class Controller {
         action: 'Annotate',
         note: `set ${ANNOTATION_DELETION_COST}=${VICTIM_COST} on ${marked.sort().join(', ')} before scaling to ${desired}`,
       });
-    }
-  }
-
-  /** Put what the API server returned into the cache now, so a reconcile before the watch event sees it. */
-  private remember<T extends KubernetesObject>(informer: Informer<T>, obj: T): void {
-    const k = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
-    const cached = informer.cache.get(k);
-    if (!cached || Number(cached.metadata?.resourceVersion ?? 0) < Number(obj.metadata?.resourceVersion ?? 0)) {
-      informer.cache.set(k, obj);
     }
   }
 }

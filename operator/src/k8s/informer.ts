@@ -2,6 +2,9 @@
 // (resourceVersion compacted away) triggers a fresh list whose differences against the cache are delivered as
 // add/update/delete, so handlers never miss a deletion. Other failures back off and re-watch. A periodic resync
 // re-delivers every cached object so that level-based reconcilers repair anything a lost event left behind.
+// Controllers write what the API server answered back into the cache (remember()) so that their next pass sees their
+// own writes before the watch echoes them; a tombstone per deleted key keeps such a late answer from bringing back an
+// object the watch has already deleted (it would stay in the cache, wanted by nobody and never deleted again).
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { collectionPath, type Resource } from './resources.js';
 import { isGone, type KubeClient, type WatchEvent } from './rest.js';
@@ -19,6 +22,12 @@ export interface InformerOptions {
 }
 
 export const objectKey = (o: KubernetesObject): string => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+/** resourceVersions are etcd revisions: opaque to clients by contract, integers from every API server we run on. */
+const revision = (o: KubernetesObject | undefined): number => Number(o?.metadata?.resourceVersion ?? 0) || 0;
+
+/** Deleted keys remembered at most (oldest forgotten first): far more than the deletions in flight at once. */
+const MAX_TOMBSTONES = 4096;
 
 /** Differences between the cache and a fresh list, as the events a watch would have delivered. */
 export function diffList<T extends KubernetesObject>(
@@ -40,6 +49,8 @@ export function diffList<T extends KubernetesObject>(
 
 export class Informer<T extends KubernetesObject> {
   readonly cache = new Map<string, T>();
+  /** key → revision of its deletion, until the watch or a list adds the key again. */
+  private readonly tombstones = new Map<string, number>();
   private readonly handlers: InformerHandler<T>[] = [];
   private readonly abort = new AbortController();
   private resourceVersion = '';
@@ -64,6 +75,29 @@ export class Informer<T extends KubernetesObject> {
 
   list(): T[] {
     return [...this.cache.values()];
+  }
+
+  /**
+   * Puts an object the API server returned (after a create, patch or apply) into the cache, unless the cache already
+   * holds a newer revision or the watch has deleted the object since that revision: a status write answered just
+   * before a deletion, whose answer arrives after the DELETED event, must not resurrect the object. Returns whether
+   * the cache took it. Handlers are not called (the watch event will follow).
+   */
+  remember(obj: T): boolean {
+    const k = objectKey(obj);
+    const rev = revision(obj);
+    const deletedAt = this.tombstones.get(k);
+    if (deletedAt !== undefined && rev <= deletedAt) return false;
+    const cached = this.cache.get(k);
+    if (cached && revision(cached) > rev) return false;
+    this.cache.set(k, obj);
+    return true;
+  }
+
+  private bury(k: string, obj: KubernetesObject): void {
+    this.tombstones.delete(k);
+    this.tombstones.set(k, revision(obj));
+    if (this.tombstones.size > MAX_TOMBSTONES) this.tombstones.delete(this.tombstones.keys().next().value as string);
   }
 
   hasSynced(): boolean {
@@ -116,8 +150,15 @@ export class Informer<T extends KubernetesObject> {
     } while (continueToken);
     const changes = diffList(this.cache, items);
     for (const c of changes) {
-      if (c.type === 'delete') this.cache.delete(objectKey(c.obj));
-      else this.cache.set(objectKey(c.obj), c.obj);
+      const k = objectKey(c.obj);
+      if (c.type === 'delete') {
+        this.cache.delete(k);
+        // The object's own revision is older than its deletion; the list's revision is not.
+        this.bury(k, { metadata: { resourceVersion } });
+      } else {
+        this.cache.set(k, c.obj);
+        this.tombstones.delete(k);
+      }
     }
     this.resourceVersion = resourceVersion;
     for (const c of changes) this.emit(c.type, c.obj, c.old);
@@ -136,9 +177,11 @@ export class Informer<T extends KubernetesObject> {
     const old = this.cache.get(k);
     if (event.type === 'DELETED') {
       this.cache.delete(k);
+      this.bury(k, obj);
       this.emit('delete', obj);
     } else {
       this.cache.set(k, obj);
+      this.tombstones.delete(k);
       this.emit(old ? 'update' : 'add', obj, old);
     }
   }

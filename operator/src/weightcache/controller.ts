@@ -140,7 +140,7 @@ export class WeightCacheController {
           body: job,
           query: { fieldManager: WEIGHT_CACHE_MANAGER },
         });
-        this.jobs.cache.set(id, created);
+        this.jobs.remember(created);
         jobs.set(id, created);
         this.log.info('stager job created', { job: id, node: stage.node, entry: stage.entry });
       } catch (err) {
@@ -176,7 +176,7 @@ export class WeightCacheController {
         { metadata: { labels } },
         WEIGHT_CACHE_MANAGER,
       );
-      this.nodes.cache.set(`/${node}`, updated);
+      this.nodes.remember(updated);
       this.log.info('node cache labels', { node, labels });
     }
 
@@ -247,7 +247,7 @@ export class WeightCacheController {
         },
         WEIGHT_CACHE_MANAGER,
       );
-      this.mdeps.cache.set(`${namespace}/${name}`, updated);
+      this.mdeps.remember(updated);
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;
