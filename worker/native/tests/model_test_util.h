@@ -32,8 +32,8 @@ struct TempDir {
     std::string sub(const std::string &name) const { return path + "/" + name; }
 };
 
-// fp32 activations unless asked: the model tests compare against fp32 references at fp32 tolerances; the bf16
-// activation path has its own tests with the tolerance its rounding needs (test_model_reference.cc).
+// fp32 activations unless asked: the model tests compare against fp32 references at fp32 tolerances; the bf16 and
+// fp16 activation paths have their own tests with the tolerance their rounding needs (test_model_reference.cc).
 inline std::unique_ptr<ms::Model> load_model(const std::string &dir, int threads = 2, bool bf16_activations = false) {
     ms_model_params p;
     ms_model_params_default(&p);
@@ -41,7 +41,8 @@ inline std::unique_ptr<ms::Model> load_model(const std::string &dir, int threads
     p.n_threads = threads;
     auto m = ms::Model::load(p);
     m->set_bf16_activations(bf16_activations);
-    m->set_q8_activations(false);  // whatever MS_ACTIVATIONS says; the q8 tests turn it on themselves
+    m->set_q8_activations(false);   // whatever MS_ACTIVATIONS says; the q8 tests turn it on themselves
+    m->set_f16_activations(false);  // the default where the CPU has AVX512-FP16; the fp16 tests turn it on themselves
     return m;
 }
 

@@ -16,15 +16,11 @@
 #include "cpu/matmul_bf16.h"
 #include "cpu/matmul_bf16dot.h"
 #include "cpu/matmul_mxfp4.h"
+#include "kernel_test_util.h"
 
 namespace {
 
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto &x : v) x = d(rng);
-    return v;
-}
+using ms_test::randn;
 
 std::vector<uint16_t> to_bf16(const std::vector<float> &x) {
     std::vector<uint16_t> out(x.size());
@@ -72,25 +68,13 @@ TEST(KernelsBf16Dot, DenseMatchesScalarReferenceAndFp32WithinRounding) {
     }
 }
 
-struct Mxfp4 {
-    std::vector<uint8_t> blocks, scales;
-    std::vector<float> dense;  // [N][K], natural order
-};
+using Mxfp4 = ms_test::Mxfp4Natural;
 
 Mxfp4 random_mxfp4(int N, int K, std::mt19937 &rng) {
-    Mxfp4 c;
-    c.blocks.resize(size_t(N) * K / 2);
-    c.scales.resize(size_t(N) * K / 32);
-    for (auto &b : c.blocks) b = uint8_t(rng());
-    for (auto &s : c.scales) s = uint8_t(118 + rng() % 8);
-    c.dense.resize(size_t(N) * K);
-    for (int r = 0; r < N; ++r)
-        for (int k = 0; k < K; ++k) {
-            const uint8_t byte = c.blocks[size_t(r) * K / 2 + k / 2];
-            const int nib = (k % 2 == 0) ? (byte & 15) : (byte >> 4);
-            c.dense[size_t(r) * K + k] = ms::kE2M1[nib] * std::ldexp(1.0f, int(c.scales[size_t(r) * K / 32 + k / 32]) - 127);
-        }
-    return c;
+    return ms_test::random_mxfp4_natural(N, K, rng, [&](size_t i) {
+        const bool wide = int(i / (K / 32)) == 1;
+        return uint8_t(wide ? 27 + rng() % 121 : 118 + rng() % 12);
+    });
 }
 
 TEST(KernelsBf16Dot, Mxfp4ScalarReferenceMatchesDequantisedProduct) {

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "cpu/matmul_f16dot.h"
 #include "io/json.h"
 #include "io/mapped_file.h"
 #include "model/model_handle.h"
@@ -230,11 +231,47 @@ TEST(Q8Mode, UnknownActivationSettingsAreNamedErrorsNotSilentFp32) {
         unsetenv("MS_ACTIVATIONS");
         unsetenv("MS_Q8_MIN_TOKENS");
     };
-    expect_rejected("int8", nullptr, "MS_ACTIVATIONS must be fp32, q8 or q8all");
+    expect_rejected("int8", nullptr, "MS_ACTIVATIONS must be fp32, fp16, q8 or q8all");
     expect_rejected("q8", "eight", "MS_Q8_MIN_TOKENS must be an integer");
     expect_rejected("q8", "-3", "MS_Q8_MIN_TOKENS must be an integer");
+    setenv("MS_F16_MIN_TOKENS", "many", 1);
+    expect_rejected("fp16", nullptr, "MS_F16_MIN_TOKENS must be an integer");
+    unsetenv("MS_F16_MIN_TOKENS");
+    // What the environment selects, as loaded (ms_test::load_model would turn fp16 off again).
+    const auto load_as_configured = [&] {
+        ms_model_params p;
+        ms_model_params_default(&p);
+        const std::string dir = tmp.sub("ckpt");
+        p.path = dir.c_str();
+        p.n_threads = 1;
+        return ms::Model::load(p);
+    };
+    const bool can_f16 = ms::f16_dot_supported() && ms::active_simd() == ms::Simd::Avx512;
+    // Unset: fp16 on every step where the CPU can run it, else fp32.
+    {
+        auto m = load_as_configured();
+        EXPECT_EQ(m->f16_activations(), can_f16);
+        EXPECT_EQ(m->f16_min_tokens(), 1);
+        EXPECT_FALSE(m->q8_activations());
+    }
     setenv("MS_ACTIVATIONS", "fp32", 1);
-    EXPECT_NO_THROW(ms_test::load_model(tmp.sub("ckpt"), 1));
+    EXPECT_FALSE(load_as_configured()->f16_activations());
+    // fp16 asked for by name, with a threshold.
+    setenv("MS_ACTIVATIONS", "fp16", 1);
+    setenv("MS_F16_MIN_TOKENS", "6", 1);
+    {
+        auto m = load_as_configured();
+        EXPECT_EQ(m->f16_activations(), can_f16);
+        EXPECT_EQ(m->f16_min_tokens(), 6);
+    }
+    unsetenv("MS_F16_MIN_TOKENS");
+    // q8 replaces the fp16 default.
+    setenv("MS_ACTIVATIONS", "q8", 1);
+    {
+        auto m = load_as_configured();
+        EXPECT_FALSE(m->f16_activations());
+        EXPECT_TRUE(m->q8_activations());
+    }
     unsetenv("MS_ACTIVATIONS");
 }
 

@@ -28,6 +28,23 @@ constexpr float kLogitTolerance = 2e-4f;
 constexpr float kBf16LogitTolerance = 1.0f;
 constexpr float kBf16MeanTolerance = 0.04f;
 constexpr float kBf16GreedyMargin = 0.05f;
+// With fp16 activations (the vfmadd231ph path, where the CPU has AVX512-FP16; steps of >= 2 tokens, so the whole-
+// sequence evaluation and the 64-token prefill chunk below): every attention/expert/unembedding input is rounded to
+// fp16 after a power-of-two scaling (relative error <= 2^-11, 8x finer than bf16) and summed in fp16 over at most 32
+// products per lane (cpu/matmul_f16dot.h). Observed on the AVX512-FP16 development machine (Xeon, session 8): max
+// 0.018 / 0.52 / 1.26 and mean 0.0021 / 0.0032 / 0.0047 for the three vectors (bf16: mean 0.012 / 0.013 / 0.0092).
+// The two large maxima are single positions at router near-ties: in wide-2shards, position 18, layer 2, the fp32
+// router's 4th and 5th logits are 0.00066 apart and the fp16 run picks the other expert (every other position is
+// within 0.015); in tiny-window-3shards, position 72 (layer 1: 0.00047 apart; every other position within 0.11). Bound: max 2.0 (one flipped expert), mean 0.01 (2x the worst observed, 4x below bf16's
+// bound); greedy tokens must equal the reference's wherever its top-2 margin exceeds kF16GreedyMargin (observed:
+// equal at all 64 steps of every vector). The results are deterministic on any AVX512-FP16 CPU (no dependence on
+// threads or batching), but these vectors hold router near-ties far below any reduced precision's noise (tiny-window-
+// 3shards, layer 0, position 80: 4th and 5th router logits 9e-5 apart), so a change of rounding order in the fp16
+// kernels can flip them and move these figures: a variant that added lanes pairwise in fp16 before widening flipped
+// that tie and gave tiny-window-3shards max 1.86, mean 0.014 and a different greedy token at step 1.
+constexpr float kF16LogitTolerance = 2.0f;
+constexpr float kF16MeanTolerance = 0.01f;
+constexpr float kF16GreedyMargin = 0.05f;
 
 std::string fnv1a64_file(const std::string &path) {
     ms::MappedFile f(path);
@@ -44,12 +61,18 @@ std::vector<int32_t> ints(const ms::Json &a) {
     return v;
 }
 
-// (vector name, bf16 activations). The bf16 cases skip on CPUs without AVX512-BF16 (the model falls back to fp32).
-class Reference : public ::testing::TestWithParam<std::tuple<const char *, bool>> {};
+// Activation mode of a case. The bf16 cases skip on CPUs without AVX512-BF16, the fp16 ones on CPUs without
+// AVX512-FP16 (the model would fall back to fp32).
+enum class Act { fp32, bf16, fp16 };
+const char *act_name(Act a) { return a == Act::bf16 ? "bf16" : a == Act::fp16 ? "fp16" : "fp32"; }
+
+// (vector name, activation mode).
+class Reference : public ::testing::TestWithParam<std::tuple<const char *, Act>> {};
 
 TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
     const char *name = std::get<0>(GetParam());
-    const bool bf16 = std::get<1>(GetParam());
+    const Act act = std::get<1>(GetParam());
+    const bool bf16 = act == Act::bf16, f16 = act == Act::fp16;
     const std::string path = std::string(ENGINE_TESTDATA_DIR) + "/reference/" + name + ".json";
     const ms::Json doc = ms::Json::parse(ms::read_text_file(path), path);
     ms_test::TempDir tmp;
@@ -62,8 +85,9 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
 
     auto model = ms_test::load_model(dir, 2, bf16);
     if (bf16 && !model->bf16_activations()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
-    const float tolerance = bf16 ? kBf16LogitTolerance : kLogitTolerance;
-    const float greedy_margin = bf16 ? kBf16GreedyMargin : 2 * kLogitTolerance;
+    if (model->set_f16_activations(f16) != f16) GTEST_SKIP() << "no AVX512-FP16 on this CPU";
+    const float tolerance = bf16 ? kBf16LogitTolerance : f16 ? kF16LogitTolerance : kLogitTolerance;
+    const float greedy_margin = bf16 ? kBf16GreedyMargin : f16 ? kF16GreedyMargin : 2 * kLogitTolerance;
     const int V = model->vocab_size();
     const std::vector<int32_t> prompt = ints(*doc.find("prompt")), generated = ints(*doc.find("generated"));
     const std::vector<int32_t> probes = ints(*doc.find("probe_ids"));
@@ -77,6 +101,11 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
     ms_model handle{std::move(model)};
     std::vector<float> logits(seq.size() * size_t(V));
     ASSERT_EQ(ms_model_eval(&handle, seq.data(), int(seq.size()), logits.data()), MS_OK) << ms_last_error();
+    // The whole sequence is one step of many tokens: in the fp16 case every projection, expert matmul and the
+    // unembedding ran on fp16 (4 attention + 2 expert matmuls per layer, 1 unembedding); never otherwise.
+    const uint64_t f16_matmuls = handle.model->f16_matmuls();
+    if (f16) EXPECT_EQ(f16_matmuls, uint64_t(6 * handle.model->config().num_hidden_layers + 1));
+    else EXPECT_EQ(f16_matmuls, 0u);
 
     float worst = 0;
     double sum = 0;
@@ -98,8 +127,9 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
     const double mean = sum / double(n_compared);
     EXPECT_LT(worst, tolerance) << "max |logit - reference| over all positions";
     if (bf16) EXPECT_LT(mean, kBf16MeanTolerance) << "mean |logit - reference|";
+    if (f16) EXPECT_LT(mean, kF16MeanTolerance) << "mean |logit - reference|";
     std::printf("[ reference ] %s (%s activations): %zu positions, max |logit diff| %.2e, mean %.2e\n", name,
-                bf16 ? "bf16" : "fp32", seq.size(), worst, mean);
+                act_name(act), seq.size(), worst, mean);
 
     // Greedy choices at each continuation step (teacher-forced), where the reference's top-2 margin is clear.
     int checked = 0;
@@ -110,6 +140,13 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
         ++checked;
     }
     EXPECT_GT(checked, int(generated.size()) / 2);
+    int agree_all = 0;  // for the record: agreement at every step, near-ties included
+    for (size_t i = 0; i < generated.size(); ++i) {
+        const float *row = logits.data() + (prompt.size() - 1 + i) * V;
+        agree_all += int(std::max_element(row, row + V) - row) == generated[i];
+    }
+    std::printf("[ reference ] %s (%s activations): greedy equal at %d/%zu steps, %d of them with top-2 margin > %.3g\n", name,
+                act_name(act), agree_all, generated.size(), checked, greedy_margin);
 
     // The serving path: prefill in chunks of 64, then greedy decode one token per step through the paged cache
     // (block size 16, shuffled block ids, sliding-window blocks freed once out of the window, bf16 off).
@@ -170,10 +207,13 @@ TEST_P(Reference, LogitsAndGreedyMatchTransformers) {
         tokens.push_back(generated[step]);
     }
     EXPECT_GT(agreed, int(generated.size()) / 2);
+    // The 64-token prefill chunk ran on fp16 in the fp16 case (the one-token decode steps stay fp32).
+    if (f16) EXPECT_GT(m.f16_matmuls(), f16_matmuls);
+    else EXPECT_EQ(m.f16_matmuls(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Vectors, Reference,
                          ::testing::Combine(::testing::Values("tiny-1shard", "tiny-window-3shards", "wide-2shards"),
-                                            ::testing::Bool()));
+                                            ::testing::Values(Act::fp32, Act::bf16, Act::fp16)));
 
 }  // namespace

@@ -2,14 +2,15 @@
 // this machine's memory bandwidth in the same run. Prints decode tokens/s at batch 1, 8 and 32 and prefill tokens/s
 // on a generated mid-size gpt-oss checkpoint, each with its bandwidth floor (weight bytes a step must read ÷
 // measured read bandwidth), and the runtime's own time per step (step wall time minus the model's forward time).
-// Where the CPU has AVX512-BF16 (and MS_SIMD does not cap the SIMD level below AVX-512) it measures the model twice
-// in the same run: fp32 activations (the default AVX-512 FMA kernels) and bf16 activations (the opt-in vdpbf16ps
-// kernels, cpu/matmul_bf16dot.h), and always the opt-in int8 expert activations (q8, cpu/matmul_mxfp4_q8.h).
-// With --modes q8all, also the int8 dense projections (cpu/matmul_q8_dense.h).
+// It measures the model once per activation mode, in the same run: fp16 (the default where the CPU has
+// AVX512-FP16: vfmadd231ph kernels, cpu/matmul_f16dot.h; skipped with a note elsewhere), fp32 (the default elsewhere:
+// the AVX-512/AVX2 FMA kernels) and the opt-in int8 expert activations (q8, cpu/matmul_mxfp4_q8.h). With --modes
+// q8all, also the int8 dense projections (cpu/matmul_q8_dense.h); with bf16, the opt-in vdpbf16ps kernels
+// (cpu/matmul_bf16dot.h; only where the CPU has AVX512-BF16).
 // --modes picks the activation modes and their order, --rounds repeats the whole sequence (alternating modes back to
-// back on a shared machine), --q8-min-tokens sets the q8 step-size threshold.
-//   bench_engine [--preset mid] [--threads N] [--decode-steps 24] [--modes fp32,bf16,q8[,q8all]] [--rounds 1]
-//                [--q8-min-tokens 0 (auto)] [--batches 1,8,32] [--prefill-reps 3 (0 = no prefill)] [--out FILE.md]
+// back on a shared machine), --q8-min-tokens / --f16-min-tokens set the q8 / fp16 step-size thresholds.
+//   bench_engine [--preset mid] [--threads N] [--decode-steps 24] [--modes fp16,fp32,q8[,q8all][,bf16]] [--rounds 1]
+//                [--q8-min-tokens 0 (auto)] [--f16-min-tokens 0 (default)] [--batches 1,8,32] [--prefill-reps 3 (0 = no prefill)] [--out FILE.md]
 //                [--keep DIR]
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 
 #include "common/error.h"
 #include "cpu/matmul_bf16dot.h"
+#include "cpu/matmul_f16dot.h"
 #include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/simd.h"
 #include "model/model.h"
@@ -175,7 +177,8 @@ int main(int argc, char **argv) {
     std::string loadavg;
     std::getline(std::ifstream("/proc/loadavg"), loadavg);
     int threads = 0, decode_steps = 24, rounds = 1, q8_min_tokens = ms::Model::kQ8AutoMinTokens, prefill_reps = 3;
-    std::string modes = "fp32,bf16,q8", batches_arg = "1,8,32";
+    int f16_min_tokens = 0;  // 0: the model's default
+    std::string modes = "fp16,fp32,q8", batches_arg = "1,8,32";
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i], v = argv[i + 1];
         if (a == "--preset") preset = v;
@@ -186,6 +189,7 @@ int main(int argc, char **argv) {
         else if (a == "--modes") modes = v;
         else if (a == "--rounds") rounds = std::max(1, std::stoi(v));
         else if (a == "--q8-min-tokens") q8_min_tokens = std::stoi(v);
+        else if (a == "--f16-min-tokens") f16_min_tokens = std::stoi(v);
         else if (a == "--prefill-reps") prefill_reps = std::max(0, std::stoi(v));
         else if (a == "--batches") batches_arg = v;
         else {
@@ -340,20 +344,26 @@ int main(int argc, char **argv) {
         };
         std::vector<Run> runs;
         const bool bf16 = ms::bf16_dot_supported() && model->simd() == ms::Simd::Avx512;
+        const bool f16 = ms::f16_dot_supported() && model->simd() == ms::Simd::Avx512;
         std::vector<std::string> mode_list;
         for (size_t p = 0; p <= modes.size();) {
             const size_t q = std::min(modes.find(',', p), modes.size());
             const std::string m = modes.substr(p, q - p);
-            if (m != "fp32" && m != "bf16" && m != "q8" && m != "q8all") throw ms::Error(MS_ERR_INVALID_ARGUMENT, "--modes: unknown mode " + m);
-            if (m != "bf16" || bf16) mode_list.push_back(m);
+            if (m != "fp32" && m != "bf16" && m != "fp16" && m != "q8" && m != "q8all")
+                throw ms::Error(MS_ERR_INVALID_ARGUMENT, "--modes: unknown mode " + m);
+            if (m == "fp16" && !f16) std::printf("note: no fp16 run (this CPU has no AVX512-FP16, or MS_SIMD capped the SIMD level)\n");
+            else if (m != "bf16" || bf16) mode_list.push_back(m);
             p = q + 1;
         }
         for (int round = 1; round <= rounds; ++round)
             for (const std::string &m : mode_list) {
                 model->set_bf16_activations(m == "bf16");
                 model->set_q8_activations(m == "q8" || m == "q8all", q8_min_tokens, m == "q8all");
+                model->set_f16_activations(m == "fp16", f16_min_tokens);
                 std::string name = m == "fp32" ? "fp32 activations"
                                    : m == "bf16" ? "bf16 activations (vdpbf16ps)"
+                                   : m == "fp16" ? "fp16 activations (vfmadd231ph; attention, experts and unembedding in steps of >= " +
+                                                       std::to_string(model->f16_min_tokens()) + " tokens)"
                                                  : std::string(m == "q8all" ? "q8all activations (int8 attention/unembedding in steps of >= " +
                                                                                   std::to_string(std::max(model->q8_min_tokens(), ms::Model::kQ8DenseMinTokens)) +
                                                                                   " tokens, int8 MXFP4 experts"
@@ -366,6 +376,7 @@ int main(int argc, char **argv) {
             }
         model->set_bf16_activations(false);
         model->set_q8_activations(false);
+        model->set_f16_activations(false);
 
         std::ostringstream md;
         char date[64];
@@ -387,7 +398,8 @@ int main(int argc, char **argv) {
               "measured bandwidth. Runtime time per step = step wall time minus the model's forward time.\n\n"
            << "Each table is one set of runs with the model's activations in that mode, all measured in this process "
            << "in the order shown, against the same bandwidth figure"
-           << (bf16 ? ".\n" : " (this CPU has no AVX512-BF16, or MS_SIMD turned it off: no bf16 run).\n");
+           << (f16 ? ".\n" : " (this CPU has no AVX512-FP16, or MS_SIMD capped the SIMD level: no fp16 run, fp32 is the "
+                              "default here).\n");
         for (const Run &run : runs) {
             const std::vector<Row> &rows = run.rows;
             md << "\n### " << run.name << "\n\n"

@@ -20,35 +20,14 @@
 #include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/matmul_q8_dense.h"
 #include "cpu/simd.h"
+#include "kernel_bench.h"
 
-namespace {
-using Clock = std::chrono::steady_clock;
-double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-}  // namespace
+using ms_tools::median;
+using ms_tools::now_s;
 
 int main(int argc, char **argv) {
-    int rows = 2048, K = 1024, experts = 8, rounds = 9;
-    std::string tokens = "1,2,4,8,16,32,64";
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string a = argv[i], v = argv[i + 1];
-        if (a == "--rows") rows = std::stoi(v);
-        else if (a == "--k") K = std::stoi(v);
-        else if (a == "--experts") experts = std::stoi(v);
-        else if (a == "--rounds") rounds = std::stoi(v);
-        else if (a == "--tokens") tokens = v;
-        else {
-            std::fprintf(stderr, "bench_q8_kernel: unknown option %s\n", a.c_str());
-            return 2;
-        }
-    }
-    if (K % 32) {
-        std::fprintf(stderr, "bench_q8_kernel: --k must be a multiple of 32\n");
-        return 2;
-    }
+    const ms_tools::KernelBenchOptions opt = ms_tools::parse_kernel_bench_options(argc, argv, {2048, 1024, 8, 9, {1, 2, 4, 8, 16, 32, 64}});
+    const int rows = opt.rows, K = opt.K, experts = opt.experts, rounds = opt.rounds;
     const ms::Simd s = ms::active_simd();
     std::string load;
     if (FILE *f = std::fopen("/proc/loadavg", "r")) {
@@ -70,12 +49,7 @@ int main(int argc, char **argv) {
     for (auto &v : dense) v |= uint16_t(rng() & 0x8000);
     ms::Q8DenseWeights dense8;
     ms::q8_quantize_dense_bf16(dense.data(), rows, K, dense8);
-    std::vector<int> counts;
-    for (size_t p = 0; p < tokens.size();) {
-        const size_t q = std::min(tokens.find(',', p), tokens.size());
-        counts.push_back(std::stoi(tokens.substr(p, q - p)));
-        p = q + 1;
-    }
+    const std::vector<int> &counts = opt.tokens;
     std::printf("%6s %12s %12s %12s %14s %14s %12s %12s %12s\n", "tokens", "fp32 GMAC/s", "q8 GMAC/s", "q8+quant", "q8/fp32",
                 "q8+quant/fp32", "dense fp32", "dense q8", "dense q8/fp32");
     for (int T : counts) {

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include "cpu/bf16.h"
 #include "cpu/matmul_bf16.h"
 #include "cpu/matmul_bf16dot.h"
+#include "cpu/matmul_f16dot.h"
 #include "cpu/matmul_mxfp4.h"
 #include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/matmul_q8_dense.h"
@@ -41,7 +43,8 @@ struct Model::Workspace {
     AlignedVector<float> x, h, q, k, v, attn, proj, router, cos_sin, xe, gu, act, acts, dn, fin;
     std::vector<int> tok_seq, tok_pos, topk_ids, slot_of, slot_token, expert_count, expert_off, logit_rows;
     std::vector<float> topk_w;
-    AlignedVector<uint16_t> hb, ab, xeb, actb, finb;  // bf16 copies of the matmul inputs (bf16_act_)
+    AlignedVector<uint16_t> hb, ab, xeb, actb, finb;  // bf16 or fp16 copies of the matmul inputs (bf16_act_, fp16)
+    AlignedVector<float> hs, as, xes, actbs, fins;    // the fp16 copies' per-row factors (cpu/matmul_f16dot.h)
     // int8 expert inputs in panels of 8 tokens (q8_act_): panel_off[e] = first panel of expert e.
     AlignedVector<int8_t> pq;
     AlignedVector<float> pd;
@@ -145,20 +148,24 @@ std::unique_ptr<Model> Model::load(const ms_model_params &params, bool prefault)
 
     m->simd_ = active_simd();
     m->bf16_act_ = m->simd_ == Simd::Avx512 && bf16_dot_enabled();
-    if (const char *act = std::getenv("MS_ACTIVATIONS"); act && *act && std::strcmp(act, "fp32") != 0) {
-        // A typo must not silently fall back to fp32 (or to the automatic threshold): both are named errors.
-        if (std::strcmp(act, "q8") != 0 && std::strcmp(act, "q8all") != 0)
-            throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MS_ACTIVATIONS must be fp32, q8 or q8all, got \"") + act + "\"");
-        int min_tokens = kQ8AutoMinTokens;
-        if (const char *min = std::getenv("MS_Q8_MIN_TOKENS"); min && *min) {
-            char *end = nullptr;
-            const long n = std::strtol(min, &end, 10);
-            if (*end != '\0' || n < 0 || n > 1 << 20)
-                throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MS_Q8_MIN_TOKENS must be an integer >= 0 (0 = automatic), got \"") + min + "\"");
-            min_tokens = int(n);
-        }
-        m->set_q8_activations(true, min_tokens, !std::strcmp(act, "q8all"));
-    }
+    // A number from the environment: an integer in [0, 2^20] (0 = automatic), else a named error.
+    auto min_tokens_env = [](const char *name) {
+        const char *v = std::getenv(name);
+        if (!v || !*v) return 0;
+        char *end = nullptr;
+        const long n = std::strtol(v, &end, 10);
+        if (*end != '\0' || n < 0 || n > 1 << 20)
+            throw Error(MS_ERR_INVALID_ARGUMENT, std::string(name) + " must be an integer >= 0 (0 = automatic), got \"" + v + "\"");
+        return int(n);
+    };
+    // Unset: fp16 where the CPU has AVX512-FP16 (set_f16_activations falls back to fp32 elsewhere).
+    const char *act = std::getenv("MS_ACTIVATIONS");
+    if (!act || !*act) act = "fp16";
+    // A typo must not silently fall back to fp32 (or to the automatic threshold): both are named errors.
+    if (std::strcmp(act, "fp32") != 0 && std::strcmp(act, "q8") != 0 && std::strcmp(act, "q8all") != 0 && std::strcmp(act, "fp16") != 0)
+        throw Error(MS_ERR_INVALID_ARGUMENT, std::string("MS_ACTIVATIONS must be fp32, fp16, q8 or q8all, got \"") + act + "\"");
+    if (!std::strcmp(act, "fp16")) m->set_f16_activations(true, min_tokens_env("MS_F16_MIN_TOKENS"));
+    else if (std::strcmp(act, "fp32") != 0) m->set_q8_activations(true, min_tokens_env("MS_Q8_MIN_TOKENS"), !std::strcmp(act, "q8all"));
     m->pool_ = std::make_unique<ThreadPool>(params.n_threads);
     m->rope_ = make_rope(c.rope_params());
     m->spec_ = c.kv_spec();
@@ -173,6 +180,13 @@ bool Model::set_bf16_activations(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     bf16_act_ = on && simd_ == Simd::Avx512 && bf16_dot_supported();
     return bf16_act_;
+}
+
+bool Model::set_f16_activations(bool on, int min_tokens) {
+    std::lock_guard<std::mutex> lock(mu_);
+    f16_act_ = on && simd_ == Simd::Avx512 && f16_dot_supported();
+    f16_min_tokens_ = min_tokens > 0 ? min_tokens : kF16DefaultMinTokens;
+    return f16_act_;
 }
 
 bool Model::set_q8_activations(bool on, int min_tokens, bool dense) {
@@ -305,7 +319,23 @@ void Model::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits
     for (int i = 0; i < R; ++i) rmsnorm(simd_, x + int64_t(rows[i]) * H, final_norm_.data(), H, float(cfg_.rms_norm_eps), fin + int64_t(i) * H);
     const int V = cfg_.vocab_size;
     const int64_t grain = std::max<int64_t>(16, V / (pool_->size() * 16));
-    if (q8_act_ && q8_dense_ && !bf16_act_ && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens)) {
+    if (use_f16(R)) {
+        uint16_t *finb = grow(w.finb, size_t(R) * H);
+        float *fins = grow(w.fins, R);
+        std::atomic<bool> fits{true};
+        pool_->parallel_for(R, 4, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i)
+                if (!f32_to_f16_row_scaled(simd_, fin + i * H, H, finb + i * H, fins + i)) fits = false;
+        });
+        if (fits) {
+            ++f16_matmuls_;
+            pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
+                matmul_bf16_f16x_rows(simd_, finb, fins, R, H, lm_head_.w, nullptr, H, int(r0), int(r1), logits, V);
+            });
+            return;
+        }
+    }
+    if (q8_act_ && q8_dense_ && !bf16_act_ && !use_f16(T) && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens)) {
         const Q8Panels p = q8_panels_of(simd_, *pool_, fin, R, H, w.dq, w.dd, w.dsum);
         pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
             matmul_q8_dense_rows(simd_, p, 0, R, q8d_->lm_head, nullptr, int(r0), int(r1), logits, V);
@@ -339,25 +369,36 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
     float *x = w.x.data(), *h = grow(w.h, size_t(T) * H), *q = grow(w.q, size_t(T) * QD);
     float *k = grow(w.k, size_t(T) * KVD), *v = grow(w.v, size_t(T) * KVD), *attn = grow(w.attn, size_t(T) * QD);
     float *proj = grow(w.proj, size_t(T) * H);
-    uint16_t *hb = bf16_act_ ? grow(w.hb, size_t(T) * H) : nullptr, *ab = bf16_act_ ? grow(w.ab, size_t(T) * QD) : nullptr;
+    const bool f16 = use_f16(T);
+    uint16_t *hb = bf16_act_ || f16 ? grow(w.hb, size_t(T) * H) : nullptr, *ab = bf16_act_ || f16 ? grow(w.ab, size_t(T) * QD) : nullptr;
+    float *hs = f16 ? grow(w.hs, T) : nullptr, *as = f16 ? grow(w.as, T) : nullptr;
     const float eps = float(cfg_.rms_norm_eps);
     const int threads = pool_->size();
 
+    std::atomic<bool> h_fits{true}, attn_fits{true};  // fp16: no inf/NaN in the inputs (else those matmuls run fp32)
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
             rmsnorm(simd_, x + t * H, L.attn_norm.data(), H, eps, h + t * H);
-            if (hb) f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+            if (hs) {
+                if (!f32_to_f16_row_scaled(simd_, h + t * H, H, hb + t * H, hs + t)) h_fits = false;
+            } else if (hb) {
+                f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+            }
         }
     });
-    // in_b: the same input rounded to bf16, when the model runs on bf16 activations.
-    auto project = [&](const DenseWeight &W, const float *in, const uint16_t *in_b, int K, float *out) {
+    // in_b: the same input rounded to bf16 (in_s null) or to scaled fp16 (in_s: the rows' factors).
+    auto project = [&](const DenseWeight &W, const float *in, const uint16_t *in_b, const float *in_s, int K, float *out) {
+        if (in_s) ++f16_matmuls_;
         pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
-            if (in_b) matmul_bf16_bf16x_rows(simd_, in_b, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+            if (in_s) matmul_bf16_f16x_rows(simd_, in_b, in_s, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+            else if (in_b) matmul_bf16_bf16x_rows(simd_, in_b, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
             else matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
         });
     };
+    const uint16_t *h_b = f16 && !h_fits ? nullptr : hb;
+    const float *h_s = f16 && h_fits ? hs : nullptr;
     // q8 dense mode: int8 inputs, int8 copies of the weights.
-    const bool q8d = q8_act_ && q8_dense_ && !bf16_act_ && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens);
+    const bool q8d = q8_act_ && q8_dense_ && !bf16_act_ && !f16 && T >= std::max(q8_min_tokens_, kQ8DenseMinTokens);
     auto project8 = [&](const DenseWeight &W, const Q8DenseWeights &W8, const Q8Panels &in, float *out) {
         pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
             matmul_q8_dense_rows(simd_, in, 0, T, W8, W.bias_ptr(), int(r0), int(r1), out, W.rows);
@@ -369,9 +410,9 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
         project8(L.k, q8d_->layers[l].k, hp, k);
         project8(L.v, q8d_->layers[l].v, hp, v);
     } else {
-        project(L.q, h, hb, H, q);
-        project(L.k, h, hb, H, k);
-        project(L.v, h, hb, H, v);
+        project(L.q, h, h_b, h_s, H, q);
+        project(L.k, h, h_b, h_s, H, k);
+        project(L.v, h, h_b, h_s, H, v);
     }
 
     const int g = spec_.layer_group[l], li = spec_.layer_index_in_group[l];
@@ -418,11 +459,18 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
             const int first = sliding ? std::max(0, pos - window + 1) : 0;
             attend_paged(simd_, q + int64_t(t) * QD + kh * G * hd, G, hd, scale, L.sinks.data() + kh * G, view, first, pos,
                          attn + int64_t(t) * QD + kh * G * hd);
-            if (ab) f32_to_bf16_n(simd_, attn + int64_t(t) * QD + kh * G * hd, ab + int64_t(t) * QD + kh * G * hd, int64_t(G) * hd);
+            if (ab && !f16) f32_to_bf16_n(simd_, attn + int64_t(t) * QD + kh * G * hd, ab + int64_t(t) * QD + kh * G * hd, int64_t(G) * hd);
         }
     });
+    if (f16) {  // the fp16 copy needs the whole row (its scale): after the attention loop
+        pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t)
+                if (!f32_to_f16_row_scaled(simd_, attn + t * QD, QD, ab + t * QD, as + t)) attn_fits = false;
+        });
+    }
     if (q8d) project8(L.o, q8d_->layers[l].o, q8_panels_of(simd_, *pool_, attn, T, QD, w.dq, w.dd, w.dsum), proj);
-    else project(L.o, attn, ab, QD, proj);
+    else if (f16) project(L.o, attn, attn_fits ? ab : nullptr, attn_fits ? as : nullptr, QD, proj);
+    else project(L.o, attn, ab, nullptr, QD, proj);
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t i = b * H; i < e * H; ++i) x[i] += proj[i];
     });
@@ -438,13 +486,22 @@ void Model::moe_layer(int l, int T) {
     float *wts = grow(w.topk_w, size_t(T) * K);
     const float eps = float(cfg_.rms_norm_eps);
 
-    uint16_t *hb = bf16_act_ ? grow(w.hb, size_t(T) * H) : nullptr;
+    // fp16: the expert inputs as scaled fp16 rows; if any holds inf/NaN the whole layer's experts run fp32 this step.
+    bool f16 = use_f16(T);
+    uint16_t *hb = bf16_act_ || f16 ? grow(w.hb, size_t(T) * H) : nullptr;
+    float *hs = f16 ? grow(w.hs, T) : nullptr;
+    std::atomic<bool> h_fits{true};
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
             rmsnorm(simd_, x + t * H, L.mlp_norm.data(), H, eps, h + t * H);
-            if (hb) f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+            if (hs) {
+                if (!f32_to_f16_row_scaled(simd_, h + t * H, H, hb + t * H, hs + t)) h_fits = false;
+            } else if (hb) {
+                f32_to_bf16_n(simd_, h + t * H, hb + t * H, H);
+            }
         }
     });
+    if (!h_fits) f16 = false, hb = nullptr;
     pool_->parallel_for(E, row_grain(E, threads), [&](int64_t r0, int64_t r1) {
         matmul_bf16_rows(simd_, h, T, H, L.router.w, L.router.bias_ptr(), H, int(r0), int(r1), rl, E);
     });
@@ -466,11 +523,13 @@ void Model::moe_layer(int l, int T) {
         }
     const int S = T * K;
     // q8: expert inputs quantized to int8 in panels of 8 tokens (each expert's tokens start a new panel).
-    const bool q8 = q8_act_ && !bf16_act_ && T >= q8_min_tokens_;
+    const bool q8 = q8_act_ && !bf16_act_ && !f16 && T >= q8_min_tokens_;
     float *xe = q8 ? nullptr : grow(w.xe, size_t(S) * H), *gu = grow(w.gu, size_t(S) * 2 * I);
     float *act = grow(w.act, size_t(S) * I), *acts = q8 ? nullptr : grow(w.acts, size_t(S) * I), *dn = grow(w.dn, size_t(S) * H);
-    // bf16 activations stay in natural element order (vdpbf16ps pairs the two nibbles of a byte).
-    uint16_t *xeb = bf16_act_ ? grow(w.xeb, size_t(S) * H) : nullptr, *actb = bf16_act_ ? grow(w.actb, size_t(S) * I) : nullptr;
+    // bf16 and fp16 activations stay in natural element order (vdpbf16ps pairs the two nibbles of a byte).
+    const bool b16 = bf16_act_ || f16;
+    uint16_t *xeb = b16 ? grow(w.xeb, size_t(S) * H) : nullptr, *actb = b16 ? grow(w.actb, size_t(S) * I) : nullptr;
+    float *xes = f16 ? grow(w.xes, S) : nullptr, *actbs = f16 ? grow(w.actbs, S) : nullptr;
     Q8Panels panels;
     int n_panels = 0;
     int *panel_off = nullptr, *panel_expert = nullptr;
@@ -506,6 +565,7 @@ void Model::moe_layer(int l, int T) {
     } else {
         pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
             for (int64_t s = b; s < e; ++s) {
+                if (xes) xes[s] = hs[slot_token[s]];
                 if (xeb) std::memcpy(xeb + s * H, hb + int64_t(slot_token[s]) * H, sizeof(uint16_t) * H);
                 else mxfp4_split_activations(h + int64_t(slot_token[s]) * H, H, xe + s * H);
             }
@@ -513,7 +573,9 @@ void Model::moe_layer(int l, int T) {
     }
 
     // Work items: (expert, block of output rows); each expert's weights are read once for all its tokens.
-    auto run_experts = [&](const ExpertWeight &W, const float *in, const uint16_t *in_b, float *out) {
+    // in_b: 16-bit inputs (bf16, or fp16 with the factors in_s).
+    auto run_experts = [&](const ExpertWeight &W, const float *in, const uint16_t *in_b, const float *in_s, float *out) {
+        if (in_s) ++f16_matmuls_;
         int active = 0;
         for (int e = 0; e < E; ++e) active += off[e + 1] > off[e];
         int rb = std::max(4, (W.rows * active / (threads * 8) + 3) / 4 * 4);
@@ -531,6 +593,10 @@ void Model::moe_layer(int l, int T) {
                     matmul_mxfp4_q8_rows(simd_, panels, panel_off[it.expert], n, W.expert_blocks(it.expert),
                                          W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
                                          out + int64_t(off[it.expert]) * W.rows, W.rows);
+                else if (in_s)
+                    matmul_mxfp4_f16x_rows(simd_, in_b + int64_t(off[it.expert]) * W.cols, in_s + off[it.expert], n, W.cols,
+                                           W.expert_blocks(it.expert), W.expert_scales(it.expert), W.expert_bias(it.expert),
+                                           W.cols, it.r0, it.r1, out + int64_t(off[it.expert]) * W.rows, W.rows);
                 else if (in_b)
                     matmul_mxfp4_bf16x_rows(simd_, in_b + int64_t(off[it.expert]) * W.cols, n, W.cols, W.expert_blocks(it.expert),
                                             W.expert_scales(it.expert), W.expert_bias(it.expert), W.cols, it.r0, it.r1,
@@ -542,17 +608,29 @@ void Model::moe_layer(int l, int T) {
             }
         });
     };
-    run_experts(L.gate_up, xe, xeb, gu);
+    run_experts(L.gate_up, xe, xeb, xes, gu);
     const float limit = float(cfg_.swiglu_limit), alpha = float(cfg_.swiglu_alpha);
+    std::atomic<bool> act_fits{true};
     pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
         for (int64_t s = b; s < e; ++s) {
             swiglu_interleaved(gu + s * 2 * I, I, limit, alpha, act + s * I);
-            if (actb) f32_to_bf16_n(simd_, act + s * I, actb + s * I, I);
-            else if (acts) mxfp4_split_activations(act + s * I, I, acts + s * I);
+            if (actbs) {
+                if (!f32_to_f16_row_scaled(simd_, act + s * I, I, actb + s * I, actbs + s)) act_fits = false;
+            } else if (actb) {
+                f32_to_bf16_n(simd_, act + s * I, actb + s * I, I);
+            } else if (acts) {
+                mxfp4_split_activations(act + s * I, I, acts + s * I);
+            }
         }
     });
+    if (!act_fits) {  // fp16 could not hold this step's expert outputs: the down projection runs fp32
+        pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
+            for (int64_t s = b; s < e; ++s) mxfp4_split_activations(act + s * I, I, acts + s * I);
+        });
+        actb = nullptr, actbs = nullptr;
+    }
     if (q8) quantize_panels(I, [&](int s) { return act + int64_t(s) * I; });
-    run_experts(L.down, acts, actb, dn);
+    run_experts(L.down, acts, actb, actbs, dn);
     // Weighted sum of each token's experts (down bias included), in a fixed order.
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t)

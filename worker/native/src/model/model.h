@@ -105,6 +105,24 @@ class Model {
     int q8_min_tokens() const { return q8_min_tokens_; }
     bool q8_dense() const { return q8_act_ && q8_dense_; }
     bool set_q8_activations(bool on, int min_tokens = kQ8AutoMinTokens, bool dense = false);
+    // "fp16" activations, the default where the CPU has AVX512-FP16 and the model runs the AVX-512 kernels
+    // (MS_ACTIVATIONS=fp32 turns them off; MS_F16_MIN_TOKENS=N sets the threshold): in steps of at least
+    // f16_min_tokens() tokens the attention q/k/v/o projections, the MXFP4 experts and the unembedding take their
+    // inputs rounded to fp16 (each token's row scaled by a power of two first) and run on vfmadd231ph
+    // (cpu/matmul_f16dot.h); the router stays fp32, so rounding never picks the experts. A matmul whose inputs hold inf
+    // or NaN runs in fp32 instead. bf16 activations, where on, take precedence, and fp16 takes precedence over q8.
+    // min_tokens <= 0: kF16DefaultMinTokens = 1, every step: then batching never changes a token's result (the
+    // kernels accumulate each (row, token) in the same order whatever the token count), and batch-1 decode, which is
+    // bound by memory bandwidth, runs at the same speed as on fp32 (mid preset, session 8: 0.96-1.17x); batched steps
+    // and prefill are compute-bound and run 1.4-1.8x faster (docs/benchmarks/engine.md).
+    // Same caveats as set_bf16_activations; returns the effective setting.
+    static constexpr int kF16DefaultMinTokens = 1;
+    bool f16_activations() const { return f16_act_; }
+    int f16_min_tokens() const { return f16_min_tokens_; }
+    bool set_f16_activations(bool on, int min_tokens = 0);
+    // Matmul calls (one projection or one expert projection of a layer, or the unembedding, per step) that ran on
+    // fp16 activations since load: lets tests and benchmarks see that the fp16 path really ran.
+    uint64_t f16_matmuls() const { return f16_matmuls_; }
     int n_threads() const { return pool_->size(); }
     uint64_t weight_bytes() const { return ckpt_->data_bytes(); }
 
@@ -135,6 +153,10 @@ class Model {
     bool q8_act_ = false;
     int q8_min_tokens_ = 1;
     bool q8_dense_ = false;
+    bool f16_act_ = false;
+    int f16_min_tokens_ = kF16DefaultMinTokens;
+    uint64_t f16_matmuls_ = 0;
+    bool use_f16(int n_tok) const { return f16_act_ && !bf16_act_ && n_tok >= f16_min_tokens_; }
     struct Q8Dense;  // int8 copies of the dense projections (q8 dense mode), made on first use
     std::unique_ptr<Q8Dense> q8d_;
     Rope rope_;

@@ -1,0 +1,439 @@
+#include "cpu/matmul_f16dot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/aligned_vector.h"
+#include "cpu/matmul_mxfp4.h"
+
+#if defined(__x86_64__)
+// GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) as uninitialised: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include "cpu/prefetch.h"
+#endif
+
+namespace ms {
+
+bool f16_dot_supported() {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512fp16");
+#else
+    return false;
+#endif
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return uint16_t(sign | (a > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // >= 65520 rounds to inf
+    if (a < 0x38800000u) {                                   // below 2^-14: an fp16 subnormal (or 0)
+        if (a <= 0x33000000u) return uint16_t(sign);         // <= 2^-25: 0 (2^-25 itself ties to even 0)
+        const int exp = int(a >> 23);
+        const uint32_t m = (a & 0x7fffffu) | 0x800000u;
+        const int shift = 126 - exp;  // m * 2^(exp - 150) in units of 2^-24
+        uint32_t r = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) ++r;
+        return uint16_t(sign | r);
+    }
+    uint32_t r = (a - 0x38000000u) >> 13;  // exponent rebiased by 112, 10 mantissa bits
+    const uint32_t rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) ++r;  // a carry into the exponent is the right result
+    return uint16_t(sign | r);
+}
+
+float f16_to_f32(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 31, m = h & 0x3ffu;
+    float v;
+    if (e == 0) v = std::ldexp(float(m), -24);
+    else if (e == 31) v = m ? NAN : INFINITY;
+    else v = std::ldexp(float(m | 0x400u), int(e) - 25);
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+    std::memcpy(&v, &bits, 4);
+    return v;
+}
+
+namespace {
+
+// ---- what the SIMD and scalar paths share: the scalings and the exact fp16 weights --------------------------------
+
+// 2^e, by its bits where it is a normal fp32 number (the kernels call it per row: no libm call there).
+float pow2f(int e) {
+    if (e < -126 || e > 127) return std::ldexp(1.0f, e);
+    const uint32_t bits = uint32_t(e + 127) << 23;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+// Activation row: the exponent e with max |x| * 2^-e in [16, 32), from the largest |x| as fp32 bits. A row whose
+// largest value is below 2^-122 (zero in practice) is left unscaled: its fp16 copy is all zeros. So 2^e and 2^-e
+// are normal fp32 numbers (e in [-126, 124]).
+int activation_exponent(uint32_t max_abs_bits) { return (max_abs_bits >> 23) >= 5 ? int(max_abs_bits >> 23) - 127 - 4 : 0; }
+
+// Dense bf16 row: with its largest exponent field e_max, fp16 exponent = bf16 exponent - bias, bias = e_max - 19
+// (the largest |w| lands in [16, 32)); the row's results are multiplied by 2^(bias - 112).
+int dense_bias(int e_max) { return std::max(e_max - 19, 0); }
+// One weight: sign | (exponent - bias, the 7 mantissa bits) as fp16 (exact), or a signed 0 below fp16's normal range.
+uint16_t dense_w16(uint16_t b, int bias) {
+    const uint16_t a = b & 0x7fff;
+    const uint16_t mag = a >= ((bias + 1) << 7) ? uint16_t((a - (bias << 7)) << 3) : 0;
+    return uint16_t((b & 0x8000) | mag);
+}
+
+// MXFP4: fp16 of kE2M1[c] * 2^(2 + d) for block exponent - row's largest block exponent d = 0, -1, ..., -40 (below
+// -40 all round to 0), each table twice (vpermw reads 5 index bits; the decode leaves bit 4 undefined).
+constexpr int kMinBlockDelta = -40;
+struct Mxfp4F16Tables {
+    alignas(64) uint16_t t[-kMinBlockDelta + 1][32];
+    Mxfp4F16Tables() {
+        for (int d = 0; d <= -kMinBlockDelta; ++d)
+            for (int c = 0; c < 32; ++c) t[d][c] = f32_to_f16(std::ldexp(kE2M1[c & 15], 2 - d));
+    }
+};
+const Mxfp4F16Tables kTables;
+int block_delta(int e, int e_max) { return std::min(e_max - e, -kMinBlockDelta); }  // table index
+float mxfp4_row_factor(int e_max) { return pow2f(e_max - 129); }      // 2^(e_max - 127) / 2^2
+
+// ---- scalar references ---------------------------------------------------------------------------------------------
+
+bool row_scaled_scalar(const float *in, int64_t n, uint16_t *out, float *scale) {
+    uint32_t mx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t b;
+        std::memcpy(&b, &in[i], 4);
+        mx = std::max(mx, b & 0x7fffffffu);
+    }
+    if (mx >= 0x7f800000u) return false;
+    const int e = activation_exponent(mx);
+    const float f = std::ldexp(1.0f, -e);
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i] * f);
+    *scale = std::ldexp(1.0f, e);
+    return true;
+}
+
+void dense_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, const uint16_t *w, const float *bias, int K,
+                  int r0, int r1, float *y, int64_t ldy) {
+    std::vector<float> wr(K);
+    for (int r = r0; r < r1; ++r) {
+        const uint16_t *row = w + int64_t(r) * K;
+        int e_max = 0;
+        for (int k = 0; k < K; ++k) e_max = std::max(e_max, (row[k] & 0x7f80) >> 7);
+        const int bias_e = dense_bias(e_max);
+        for (int k = 0; k < K; ++k) wr[k] = f16_to_f32(dense_w16(row[k], bias_e));
+        const double f = std::ldexp(1.0, bias_e - 112);
+        for (int t = 0; t < n_tok; ++t) {
+            double s = 0;
+            for (int k = 0; k < K; ++k) s += double(wr[k]) * f16_to_f32(x[t * ldx + k]);
+            y[t * ldy + r] = float(s * f * xs[t] + (bias ? bias[r] : 0.0f));
+        }
+    }
+}
+
+void mxfp4_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, const uint8_t *blocks, const uint8_t *scales,
+                  const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    const int nb = K / 32;
+    std::vector<float> wr(K);
+    for (int r = r0; r < r1; ++r) {
+        const uint8_t *sc = scales + int64_t(r) * nb;
+        int e_max = 0;
+        for (int b = 0; b < nb; ++b) e_max = std::max<int>(e_max, sc[b]);
+        for (int b = 0; b < nb; ++b) {
+            const uint16_t *table = kTables.t[block_delta(sc[b], e_max)];
+            const uint8_t *blk = blocks + (int64_t(r) * nb + b) * 16;
+            for (int j = 0; j < 16; ++j) {
+                wr[b * 32 + 2 * j] = f16_to_f32(table[blk[j] & 15]);
+                wr[b * 32 + 2 * j + 1] = f16_to_f32(table[blk[j] >> 4]);
+            }
+        }
+        const double f = mxfp4_row_factor(e_max);
+        for (int t = 0; t < n_tok; ++t) {
+            double s = 0;
+            for (int k = 0; k < K; ++k) s += double(wr[k]) * f16_to_f32(x[t * ldx + k]);
+            y[t * ldy + r] = float(s * f * xs[t] + (bias ? bias[r] : 0.0f));
+        }
+    }
+}
+
+#if defined(__x86_64__)
+
+// ---- AVX512-FP16 ---------------------------------------------------------------------------------------------------
+
+#define MS_F16DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16")))
+// The conversions need no FP16 arithmetic (vcvtps2ph is AVX512F): they run on any AVX-512 CPU.
+#define MS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+MS_AVX512 bool row_scaled_avx512(const float *in, int64_t n, uint16_t *out, float *scale) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    __m512i mx = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_loadu_si512(in + i), abs_mask));
+    const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+    if (i < n) mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail, in + i), abs_mask));
+    const uint32_t m = _mm512_reduce_max_epu32(mx);
+    if (m >= 0x7f800000u) return false;
+    const int e = activation_exponent(m);
+    const __m512 f = _mm512_set1_ps(pow2f(-e));
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
+                            _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(in + i), f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n)
+        _mm256_mask_storeu_epi16(out + i, tail,
+                                 _mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, in + i), f),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    *scale = pow2f(e);
+    return true;
+}
+
+MS_AVX512 void f32_to_f16_avx512(const float *in, uint16_t *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; ++i) out[i] = f32_to_f16(in[i]);
+}
+
+// Sums of the 16 lanes of a, b, c, d as [a, b, c, d] (each sum's order depends only on its own lanes).
+MS_F16DOT inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
+    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+
+// k-steps (of 32 elements) an fp16 lane accumulates before it is folded into fp32.
+constexpr int kFoldSteps = 32;
+
+// R weight rows (fp16, scaled; row i at w + i * ldw, its factor wf[i]) x NT tokens (fp16 rows, factors xf[t]).
+// acc[i][t] lane j sums the products of elements k = j mod 32 in fp16 for up to kFoldSteps steps; then the two
+// halves are widened and added into part[i][t] (fp32). y points at column r of token 0; bias at bias[r] (or null).
+template <int R, int NT>
+MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
+                    int K, const float *bias, float *y, int64_t ldy) {
+    __m512 part[R][NT];
+    for (int k = 0; k < K;) {
+        const int kend = std::min(K, k + 32 * kFoldSteps);
+        __m512h acc[R][NT];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+            for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ph();
+        for (; k + 32 <= kend; k += 32) {
+            __m512h wv[R];
+#pragma GCC unroll 4
+            for (int i = 0; i < R; ++i) wv[i] = _mm512_castsi512_ph(_mm512_loadu_si512(w + i * ldw + k));
+#pragma GCC unroll 6
+            for (int t = 0; t < NT; ++t) {
+                const __m512h xv = _mm512_castsi512_ph(_mm512_loadu_si512(x + t * ldx + k));
+#pragma GCC unroll 4
+                for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ph(wv[i], xv, acc[i][t]);
+            }
+        }
+        if (k < kend) {  // zero-filled tail (dense K % 32): adds exact zeros
+            const __mmask32 m = __mmask32((1ull << (kend - k)) - 1);
+            __m512h wv[R];
+            for (int i = 0; i < R; ++i) wv[i] = _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, w + i * ldw + k));
+            for (int t = 0; t < NT; ++t) {
+                const __m512h xv = _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, x + t * ldx + k));
+                for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ph(wv[i], xv, acc[i][t]);
+            }
+            k = kend;
+        }
+        const bool first = kend <= 32 * kFoldSteps;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+            for (int t = 0; t < NT; ++t) {
+                const __m512i a = _mm512_castph_si512(acc[i][t]);
+                const __m512 f = _mm512_add_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(a)),
+                                               _mm512_cvtph_ps(_mm512_extracti64x4_epi64(a, 1)));
+                part[i][t] = first ? f : _mm512_add_ps(part[i][t], f);
+            }
+    }
+    const __m512 z = _mm512_setzero_ps();
+    const __mmask8 rows = __mmask8((1u << R) - 1);
+    const __m128 b4 = bias ? _mm_maskz_loadu_ps(rows, bias) : _mm_setzero_ps();
+    const __m128 w4 = _mm_maskz_loadu_ps(rows, wf);
+#pragma GCC unroll 6
+    for (int t = 0; t < NT; ++t) {
+        const __m128 s = hsum4(part[0][t], R > 1 ? part[R > 1 ? 1 : 0][t] : z, R > 2 ? part[R > 2 ? 2 : 0][t] : z,
+                               R > 3 ? part[R > 3 ? 3 : 0][t] : z);
+        const __m128 v = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(s, w4), _mm_set1_ps(xf[t])), b4);
+        _mm_mask_storeu_ps(y + t * ldy, rows, v);
+    }
+}
+
+// R rows for all n_tok tokens, in token tiles of at most 6 as even as possible (8 tokens: 4 + 4). 6 tokens x 4 rows:
+// 24 accumulators + 4 weight vectors + 1 activation vector of the 32 registers.
+template <int R>
+MS_F16DOT void row_block(const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, const float *xf, int n_tok,
+                         int64_t ldx, int K, const float *bias, float *y, int64_t ldy) {
+    const int tiles = (n_tok + 5) / 6;
+    for (int i = 0, t = 0; i < tiles; ++i) {
+        const int nt = (n_tok - t) / (tiles - i);
+        const uint16_t *xt = x + t * ldx;
+        float *yt = y + t * ldy;
+        switch (nt) {
+            case 6: tile<R, 6>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+            case 5: tile<R, 5>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+            case 4: tile<R, 4>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+            case 3: tile<R, 3>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+            case 2: tile<R, 2>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+            default: tile<R, 1>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy); break;
+        }
+        t += nt;
+    }
+}
+
+MS_F16DOT void rows_of(int n_rows, const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, const float *xf,
+                       int n_tok, int64_t ldx, int K, const float *bias, float *y, int64_t ldy) {
+    switch (n_rows) {
+        case 4: row_block<4>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy); break;
+        case 3: row_block<3>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy); break;
+        case 2: row_block<2>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy); break;
+        case 1: row_block<1>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy); break;
+        default: break;
+    }
+}
+
+// Scratch row stride: K rounded up to 32 plus one cache line, so rows a power of two apart do not share L1 sets.
+int64_t scratch_stride(int K) { return int64_t(K + 31) / 32 * 32 + 32; }
+
+// dense_w16 on 32 lanes: keep_from = (bias + 1) << 7, rebias = bias << 7.
+MS_F16DOT inline __m512i dense_w16_x32(__m512i v, __m512i keep_from, __m512i rebias) {
+    const __m512i a = _mm512_and_si512(v, _mm512_set1_epi16(0x7fff));
+    const __m512i mag = _mm512_slli_epi16(_mm512_maskz_sub_epi16(_mm512_cmpge_epu16_mask(a, keep_from), a, rebias), 3);
+    return _mm512_ternarylogic_epi32(mag, v, _mm512_set1_epi16(int16_t(0x8000)), 0xF8);  // mag | (v & sign)
+}
+
+// One bf16 row to scaled fp16 (dense_w16 on 32 lanes: integer exponent rebias, no rounding needed); returns the
+// row's factor 2^(bias - 112).
+MS_F16DOT float convert_dense_row(const uint16_t *w, int K, uint16_t *out) {
+    const __m512i exp_mask = _mm512_set1_epi16(0x7f80);
+    __m512i mx = _mm512_setzero_si512();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) mx = _mm512_max_epu16(mx, _mm512_and_si512(_mm512_loadu_si512(w + k), exp_mask));
+    const __mmask32 tail = __mmask32((1ull << (K - k)) - 1);
+    if (k < K) mx = _mm512_max_epu16(mx, _mm512_and_si512(_mm512_maskz_loadu_epi16(tail, w + k), exp_mask));
+    const __m256i m16 = _mm256_max_epu16(_mm512_castsi512_si256(mx), _mm512_extracti64x4_epi64(mx, 1));
+    const int e_max = _mm512_reduce_max_epu32(_mm512_cvtepu16_epi32(m16)) >> 7;
+    const int bias = dense_bias(e_max);
+    const __m512i keep_from = _mm512_set1_epi16(int16_t((bias + 1) << 7)), rebias = _mm512_set1_epi16(int16_t(bias << 7));
+    for (k = 0; k + 32 <= K; k += 32) _mm512_storeu_si512(out + k, dense_w16_x32(_mm512_loadu_si512(w + k), keep_from, rebias));
+    if (k < K) _mm512_mask_storeu_epi16(out + k, tail, dense_w16_x32(_mm512_maskz_loadu_epi16(tail, w + k), keep_from, rebias));
+    return pow2f(bias - 112);
+}
+
+// The weights of a row block are converted once (L1-resident scratch) and reused by every token tile; the next
+// block's rows stream in from DRAM meanwhile.
+MS_F16DOT void dense_avx512(const uint16_t *x, const float *xf, int n_tok, int64_t ldx, const uint16_t *w,
+                            const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    thread_local AlignedVector<uint16_t> scratch;
+    const int64_t lds = scratch_stride(K);
+    if (scratch.size() < size_t(4 * lds)) scratch.resize(size_t(4 * lds));
+    uint16_t *sw = scratch.data();
+    for (int r = r0; r < r1; r += 4) {
+        const int n = std::min(4, r1 - r);
+        float wf[4] = {1, 1, 1, 1};
+        for (int i = 0; i < n; ++i) wf[i] = convert_dense_row(w + int64_t(r + i) * K, K, sw + i * lds);
+        if (r + 4 < r1) prefetch_bytes(w + int64_t(r + 4) * K, int64_t(std::min(4, r1 - r - 4)) * K * 2);
+        rows_of(n, sw, lds, wf, x, xf, n_tok, ldx, K, bias ? bias + r : nullptr, y + r, ldy);
+    }
+}
+
+// One MXFP4 block (16 bytes) to 32 fp16 in natural element order through its table: dword j = byte j | byte j << 12,
+// so word 2j indexes with the low nibble (bit 4, the high nibble's bit 0, is a don't-care: the table is doubled) and
+// word 2j + 1 with the high nibble.
+MS_F16DOT inline __m512i decode_block(const uint8_t *blk, const uint16_t *table) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk)));
+    return _mm512_permutexvar_epi16(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_load_si512(table));
+}
+
+MS_F16DOT void mxfp4_avx512(const uint16_t *x, const float *xf, int n_tok, int64_t ldx, const uint8_t *blocks,
+                            const uint8_t *scales, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    thread_local AlignedVector<uint16_t> scratch;
+    const int64_t lds = scratch_stride(K);
+    if (scratch.size() < size_t(4 * lds)) scratch.resize(size_t(4 * lds));
+    uint16_t *sw = scratch.data();
+    const int nb = K / 32;
+    for (int r = r0; r < r1; r += 4) {
+        const int n = std::min(4, r1 - r);
+        float wf[4] = {1, 1, 1, 1};
+        for (int i = 0; i < n; ++i) {
+            const uint8_t *blk = blocks + int64_t(r + i) * nb * 16;
+            const uint8_t *sc = scales + int64_t(r + i) * nb;
+            int e_max = 0;
+            for (int b = 0; b < nb; ++b) e_max = std::max<int>(e_max, sc[b]);
+            for (int b = 0; b < nb; ++b)
+                _mm512_store_si512(sw + i * lds + b * 32, decode_block(blk + b * 16, kTables.t[block_delta(sc[b], e_max)]));
+            wf[i] = mxfp4_row_factor(e_max);
+        }
+        if (r + 4 < r1) {
+            const int m = std::min(4, r1 - r - 4);
+            prefetch_bytes(blocks + int64_t(r + 4) * nb * 16, int64_t(m) * nb * 16);
+            prefetch_bytes(scales + int64_t(r + 4) * nb, int64_t(m) * nb);
+        }
+        rows_of(n, sw, lds, wf, x, xf, n_tok, ldx, K, bias ? bias + r : nullptr, y + r, ldy);
+    }
+}
+
+bool use_fast(Simd s) {
+    static const bool ok = f16_dot_supported();
+    return s == Simd::Avx512 && ok;
+}
+
+#endif
+
+}  // namespace
+
+void f32_to_f16_n(Simd s, const float *in, uint16_t *out, int64_t n) {
+#if defined(__x86_64__)
+    if (s == Simd::Avx512 && simd_supported(Simd::Avx512)) return f32_to_f16_avx512(in, out, n);
+#endif
+    (void)s;
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);
+}
+
+bool f32_to_f16_row_scaled(Simd s, const float *in, int64_t n, uint16_t *out, float *scale) {
+#if defined(__x86_64__)
+    if (s == Simd::Avx512 && simd_supported(Simd::Avx512)) return row_scaled_avx512(in, n, out, scale);
+#endif
+    (void)s;
+    return row_scaled_scalar(in, n, out, scale);
+}
+
+void matmul_bf16_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx, const uint16_t *w,
+                           const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+#if defined(__x86_64__)
+    if (use_fast(s)) return dense_avx512(x, x_scale, n_tok, ldx, w, bias, K, r0, r1, y, ldy);
+#endif
+    (void)s;
+    dense_scalar(x, x_scale, n_tok, ldx, w, bias, K, r0, r1, y, ldy);
+}
+
+void matmul_mxfp4_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx,
+                            const uint8_t *blocks, const uint8_t *scales, const float *bias, int K, int r0, int r1,
+                            float *y, int64_t ldy) {
+#if defined(__x86_64__)
+    if (use_fast(s)) return mxfp4_avx512(x, x_scale, n_tok, ldx, blocks, scales, bias, K, r0, r1, y, ldy);
+#endif
+    (void)s;
+    mxfp4_scalar(x, x_scale, n_tok, ldx, blocks, scales, bias, K, r0, r1, y, ldy);
+}
+
+}  // namespace ms
