@@ -1,6 +1,5 @@
-// Inputs the 16-bit-activation kernel tests (bf16 and fp16) share: Gaussian vectors and random MXFP4 matrices with
-// their exact dequantisation in natural element order (element 2j is the low nibble of byte j, as those kernels read
-// their activations).
+// Inputs the kernel tests share: Gaussian vectors, and random MXFP4 matrices with their exact dequantisation in
+// natural element order (element 2j is the low nibble of byte j, as the bf16 and fp16 activation kernels read them).
 #pragma once
 
 #include <cmath>

@@ -16,6 +16,7 @@
 #include "cpu/router.h"
 #include "cpu/swiglu.h"
 #include "cpu/thread_pool.h"
+#include "kernel_test_util.h"
 
 namespace {
 
@@ -26,12 +27,7 @@ std::vector<ms::Simd> simd_levels() {
     return v;
 }
 
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto &x : v) x = d(rng);
-    return v;
-}
+using ms_test::randn;
 
 TEST(KernelsRmsNorm, ScalarMatchesFormulaAndSimdMatchesScalar) {
     std::mt19937 rng(1);

@@ -10,6 +10,7 @@
 #include "cpu/bf16.h"
 #include "cpu/matmul_bf16.h"
 #include "cpu/matmul_mxfp4.h"
+#include "kernel_test_util.h"
 
 namespace {
 
@@ -20,12 +21,7 @@ std::vector<ms::Simd> simd_levels() {
     return v;
 }
 
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto &x : v) x = d(rng);
-    return v;
-}
+using ms_test::randn;
 
 // Tolerance for a dot product of length K computed in two fp32 orders: a few ulps of the sum of |terms|.
 float dot_tolerance(const float *x, const float *w_dense, int K) {

@@ -16,6 +16,7 @@
 #include "cpu/bf16.h"
 #include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/matmul_q8_dense.h"
+#include "kernel_test_util.h"
 
 namespace {
 
@@ -26,12 +27,7 @@ std::vector<ms::Simd> simd_levels() {
     return v;
 }
 
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto &x : v) x = d(rng);
-    return v;
-}
+using ms_test::randn;
 
 struct Weights {
     std::vector<uint8_t> blocks, scales;

@@ -17,6 +17,7 @@
 #include "cpu/matmul_mxfp4.h"
 #include "cpu/matmul_mxfp4_q8.h"
 #include "cpu/matmul_q8_dense.h"
+#include "kernel_test_util.h"
 
 namespace {
 
@@ -71,12 +72,7 @@ struct Panels {
     }
 };
 
-std::vector<float> randn(size_t n, std::mt19937 &rng) {
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<float> v(n);
-    for (auto &x : v) x = nd(rng);
-    return v;
-}
+using ms_test::randn;
 
 struct Mxfp4 {
     std::vector<uint8_t> blocks, scales;

@@ -9,12 +9,7 @@
 #include "cpu/matmul_mxfp4.h"
 
 #if defined(__x86_64__)
-// GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) as uninitialised: a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "cpu/x86_intrinsics.h"
 
 #include "cpu/prefetch.h"
 #endif
