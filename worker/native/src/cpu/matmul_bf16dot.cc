@@ -1,6 +1,7 @@
 #include "cpu/matmul_bf16dot.h"
 
 #include "cpu/x86_intrinsics.h"
+#include "cpu/avx512_reduce.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -68,15 +69,6 @@ void mxfp4_scalar(const uint16_t *x, int n_tok, int64_t ldx, const uint8_t *bloc
 
 #define MS_BF16DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
-// Sums of the 16 lanes of a, b, c, d as [a, b, c, d]. Each sum's order depends only on its own lanes, so a row's
-// result is the same whichever rows share the call.
-MS_BF16DOT inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
-    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-}
 
 MS_BF16DOT inline __m512bh load_bh(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512(p); }
 MS_BF16DOT inline __m512bh load_bh(const uint16_t *p, __mmask32 m) { return (__m512bh)_mm512_maskz_loadu_epi16(m, p); }
@@ -117,7 +109,7 @@ MS_BF16DOT inline void tile(const uint16_t *w, int64_t ldw, const uint16_t *x, i
     const __m128 b4 = bias ? _mm_maskz_loadu_ps(rows, bias) : _mm_setzero_ps();
 #pragma GCC unroll 6
     for (int t = 0; t < NT; ++t) {
-        const __m128 s = hsum4(acc[0][t], R > 1 ? acc[R > 1 ? 1 : 0][t] : z, R > 2 ? acc[R > 2 ? 2 : 0][t] : z,
+        const __m128 s = hsum4_avx512(acc[0][t], R > 1 ? acc[R > 1 ? 1 : 0][t] : z, R > 2 ? acc[R > 2 ? 2 : 0][t] : z,
                                R > 3 ? acc[R > 3 ? 3 : 0][t] : z);
         _mm_mask_storeu_ps(y + t * ldy, rows, _mm_add_ps(s, b4));
     }

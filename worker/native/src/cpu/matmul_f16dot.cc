@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__)
 #include "cpu/x86_intrinsics.h"
+#include "cpu/avx512_reduce.h"
 
 #include "cpu/prefetch.h"
 #endif
@@ -202,14 +203,6 @@ MS_AVX512 void f32_to_f16_avx512(const float *in, uint16_t *out, int64_t n) {
     for (; i < n; ++i) out[i] = f32_to_f16(in[i]);
 }
 
-// Sums of the 16 lanes of a, b, c, d as [a, b, c, d] (each sum's order depends only on its own lanes).
-MS_F16DOT inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
-    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-}
 
 // k-steps (of 32 elements) an fp16 lane accumulates before it is folded into fp32.
 constexpr int kFoldSteps = 32;
@@ -281,7 +274,7 @@ MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint1
     const __m128 w4 = _mm_maskz_loadu_ps(rows, wf);
 #pragma GCC unroll 6
     for (int t = 0; t < NT; ++t) {
-        const __m128 s = hsum4(part[0][t], R > 1 ? part[R > 1 ? 1 : 0][t] : z, R > 2 ? part[R > 2 ? 2 : 0][t] : z,
+        const __m128 s = hsum4_avx512(part[0][t], R > 1 ? part[R > 1 ? 1 : 0][t] : z, R > 2 ? part[R > 2 ? 2 : 0][t] : z,
                                R > 3 ? part[R > 3 ? 3 : 0][t] : z);
         const __m128 v = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(s, w4), _mm_set1_ps(xf[t])), b4);
         _mm_mask_storeu_ps(y + t * ldy, rows, v);
