@@ -317,4 +317,78 @@ TEST(KernelsF16Dot, ResultDoesNotDependOnTokenCountOrRowRange) {
     }
 }
 
+// Dense weights converted once (f16_dense_convert, what the model does when fp16 is on) give bit for bit what the
+// per-call conversion gives: the same fp16 rows and factors, the same tiles. Scalar and AVX-512 conversions agree,
+// the padding is zeros, and the converted scalar reference equals the bf16 one.
+TEST(KernelsF16Dot, ConvertedDenseEqualsPerCallConversion) {
+    std::mt19937 rng(8);
+    for (int K : {16, 40, 1024, 2080}) {
+        const int N = 13;
+        const int64_t ld = ms::f16_dense_stride(K);
+        ASSERT_GE(ld, (K + 31) / 32 * 32);
+        auto w = to_bf16(dense_weights(N, K, rng));
+        w[3] = 0x0001;  // a bf16 subnormal: flushed like everything below 2^-18 of the row's largest
+        std::vector<uint16_t> w16s(size_t(N) * ld, 0xffff), w16v(size_t(N) * ld, 0xffff);
+        std::vector<float> fs(N), fv(N);
+        ms::f16_dense_convert(ms::Simd::Scalar, w.data(), K, 0, N, w16s.data(), fs.data());
+        ms::f16_dense_convert(ms::Simd::Avx512, w.data(), K, 0, 7, w16v.data(), fv.data());  // scalar without AVX-512
+        ms::f16_dense_convert(ms::Simd::Avx512, w.data(), K, 7, N, w16v.data(), fv.data());
+        ASSERT_EQ(w16s, w16v) << "K=" << K;
+        ASSERT_EQ(fs, fv) << "K=" << K;
+        for (int r = 0; r < N; ++r)
+            for (int64_t k = K; k < ld; ++k) ASSERT_EQ(w16s[r * ld + k], 0) << "padding r=" << r << " k=" << k;
+        auto bias = randn(N, rng);
+        for (int n_tok : {1, 5, 6, 7, 13, 32}) {
+            std::vector<float> x = randn(size_t(n_tok) * K, rng, 4.0f);
+            F16Rows xr = to_f16_rows(x, n_tok, K);
+            for (bool with_bias : {true, false}) {
+                const float *b = with_bias ? bias.data() : nullptr;
+                const std::string what = "K=" + std::to_string(K) + " n_tok=" + std::to_string(n_tok);
+                std::vector<float> ref(size_t(n_tok) * N), ref16(ref.size(), NAN);
+                ms::matmul_bf16_f16x_rows(ms::Simd::Scalar, xr.h.data(), xr.scale.data(), n_tok, K, w.data(), b, K, 0, N, ref.data(), N);
+                ms::matmul_f16w_f16x_rows(ms::Simd::Scalar, xr.h.data(), xr.scale.data(), n_tok, K, w16s.data(), fs.data(), b, K, 0, N,
+                                          ref16.data(), N);
+                ASSERT_EQ(ref, ref16) << what << " scalar";
+                if (!fast_available()) continue;
+                std::vector<float> out(ref.size(), NAN), out16(ref.size(), NAN);
+                ms::matmul_bf16_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), n_tok, K, w.data(), b, K, 0, N, out.data(), N);
+                // Row ranges as threads would split them: not multiples of the kernel's 8-row blocks.
+                for (auto [r0, r1] : {std::pair{0, 6}, std::pair{6, 11}, std::pair{11, N}})
+                    ms::matmul_f16w_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), n_tok, K, w16v.data(), fv.data(), b, K, r0,
+                                              r1, out16.data(), N);
+                ASSERT_EQ(out, out16) << what;
+            }
+        }
+    }
+}
+
+// The MXFP4 kernel decodes inside the token tile for calls of up to 6 tokens and into scratch for more: the two
+// give a token the same bits, whichever of them its call takes and whatever rows the call covers.
+TEST(KernelsF16Dot, Mxfp4TileDecodeAndScratchDecodeAgree) {
+    if (!fast_available()) GTEST_SKIP() << "no AVX512-FP16 on this CPU";
+    std::mt19937 rng(9);
+    for (int K : {32, 1024, 2080}) {
+        const int N = 11, T = 13;
+        Mxfp4 c = random_mxfp4(N, K, rng);
+        auto bias = randn(N, rng);
+        auto x = randn(size_t(T) * K, rng, 2.0f);
+        F16Rows xr = to_f16_rows(x, T, K);
+        std::vector<float> all(size_t(T) * N, NAN);
+        ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), T, K, c.blocks.data(), c.scales.data(), bias.data(),
+                                   K, 0, N, all.data(), N);
+        for (int n : {1, 2, 3, 4, 5, 6, 7}) {
+            for (int t0 = 0; t0 + n <= T; t0 += n) {
+                std::vector<float> part(size_t(n) * N, NAN);
+                ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data() + size_t(t0) * K, xr.scale.data() + t0, n, K, c.blocks.data(),
+                                           c.scales.data(), bias.data(), K, 0, 3, part.data(), N);
+                ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data() + size_t(t0) * K, xr.scale.data() + t0, n, K, c.blocks.data(),
+                                           c.scales.data(), bias.data(), K, 3, N, part.data(), N);
+                for (int t = 0; t < n; ++t)
+                    for (int r = 0; r < N; ++r)
+                        ASSERT_EQ(part[size_t(t) * N + r], all[size_t(t0 + t) * N + r]) << "K=" << K << " n=" << n << " t=" << t0 + t << " r=" << r;
+            }
+        }
+    }
+}
+
 }  // namespace

@@ -140,6 +140,32 @@ void dense_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, co
     }
 }
 
+void convert_dense_scalar(const uint16_t *w, int K, int r0, int r1, uint16_t *out, int64_t ld, float *factor) {
+    for (int r = r0; r < r1; ++r) {
+        const uint16_t *row = w + int64_t(r) * K;
+        int e_max = 0;
+        for (int k = 0; k < K; ++k) e_max = std::max(e_max, (row[k] & 0x7f80) >> 7);
+        const int bias_e = dense_bias(e_max);
+        uint16_t *o = out + int64_t(r) * ld;
+        for (int k = 0; k < K; ++k) o[k] = dense_w16(row[k], bias_e);
+        std::fill(o + K, o + ld, uint16_t(0));
+        factor[r] = std::ldexp(1.0f, bias_e - 112);
+    }
+}
+
+void dense_converted_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, const uint16_t *w16, int64_t ld,
+                            const float *factor, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    for (int r = r0; r < r1; ++r) {
+        const uint16_t *row = w16 + int64_t(r) * ld;
+        const double f = factor[r];
+        for (int t = 0; t < n_tok; ++t) {
+            double s = 0;
+            for (int k = 0; k < K; ++k) s += double(f16_to_f32(row[k])) * f16_to_f32(x[t * ldx + k]);
+            y[t * ldy + r] = float(s * f * xs[t] + (bias ? bias[r] : 0.0f));
+        }
+    }
+}
+
 void mxfp4_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, const uint8_t *blocks, const uint8_t *scales,
                   const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
     const int nb = K / 32;
@@ -218,11 +244,56 @@ struct Prefetch {
     int64_t rate = 0, due = 0;
 };
 
+// The two 16-lane halves of an fp16 accumulator widened to fp32 and added (lane j + lane j + 16). Through memory:
+// vcvtph2ps from a register takes a p5 shuffle besides its p0 uop and the upper half another p5 extract, where the
+// FMAs need p0 and p5; from memory it is a p0 uop and a load (the asm keeps GCC from turning it back into the
+// register form). ~1 % in the kernel, the results the same.
+MS_F16DOT inline __m512 widen_sum(__m512h acc) {
+    alignas(64) uint16_t h[32];
+    _mm512_store_si512(h, _mm512_castph_si512(acc));
+    __m512 lo, hi;
+    asm("vcvtph2ps %1, %0" : "=v"(lo) : "m"(*reinterpret_cast<const uint16_t(*)[16]>(h)));
+    asm("vcvtph2ps %1, %0" : "=v"(hi) : "m"(*reinterpret_cast<const uint16_t(*)[16]>(h + 16)));
+    return _mm512_add_ps(lo, hi);
+}
+
+// One MXFP4 block (16 bytes) to 32 fp16 in natural element order through its table: dword j = byte j | byte j << 12,
+// so word 2j indexes with the low nibble (bit 4, the high nibble's bit 0, is a don't-care: the table is doubled) and
+// word 2j + 1 with the high nibble. The dword is byte j * 0x1001 (the two copies do not overlap), one vpmaddwd in
+// place of a shift and an or: at ~8 tokens per expert the decode's vector uops compete with the FMAs for ports 0/5.
+MS_F16DOT inline __m512i decode_block(const uint8_t *blk, const uint16_t *table) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk)));
+    return _mm512_permutexvar_epi16(_mm512_madd_epi16(v, _mm512_set1_epi32(0x1001)), _mm512_load_si512(table));
+}
+
+// Where a tile's weight vectors come from: fp16 rows already converted into scratch (dense weights, and MXFP4
+// weights decoded ahead of several token tiles) ...
+struct F16Rows {
+    const uint16_t *w;
+    int64_t ldw;
+    MS_F16DOT __m512h load(int i, int k) const { return _mm512_castsi512_ph(_mm512_loadu_si512(w + i * ldw + k)); }
+    MS_F16DOT __m512h load_tail(int i, int k, __mmask32 m) const {
+        return _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, w + i * ldw + k));
+    }
+};
+// ... or MXFP4 blocks decoded inside the tile's k loop, where one token tile covers all the call's tokens (up to 6):
+// each row is still decoded once, and the decode's store to scratch, its reload and its own loop are gone.
+template <int R>
+struct Mxfp4Rows {
+    const uint8_t *blk[R];  // row i's blocks
+    const int32_t *tof[R];  // row i's per-block table offsets (bytes into kTables.t)
+    MS_F16DOT __m512h load(int i, int k) const {
+        const char *tables = reinterpret_cast<const char *>(kTables.t);
+        return _mm512_castsi512_ph(decode_block(blk[i] + k / 2, reinterpret_cast<const uint16_t *>(tables + tof[i][k / 32])));
+    }
+    MS_F16DOT __m512h load_tail(int i, int k, __mmask32) const { return load(i, k); }  // K % 32 == 0: never called
+};
+
 // R weight rows (fp16, scaled; row i at w + i * ldw, its factor wf[i]) x NT tokens (fp16 rows, factors xf[t]).
 // acc[i][t] lane j sums the products of elements k = j mod 32 in fp16 for up to kFoldSteps steps; then the two
 // halves are widened and added into part[i][t] (fp32). y points at column r of token 0; bias at bias[r] (or null).
-template <int R, int NT>
-MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
+template <int R, int NT, class Src, bool kPackedX = false>
+MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
                     int K, const float *bias, float *y, int64_t ldy, Prefetch &pf_state) {
     Prefetch pf = pf_state;
     __m512 part[R][NT];
@@ -238,10 +309,12 @@ MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint1
                 prefetch_line(pf.cur);
             __m512h wv[R];
 #pragma GCC unroll 4
-            for (int i = 0; i < R; ++i) wv[i] = _mm512_castsi512_ph(_mm512_loadu_si512(w + i * ldw + k));
+            for (int i = 0; i < R; ++i) wv[i] = ws.load(i, k);
 #pragma GCC unroll 6
             for (int t = 0; t < NT; ++t) {
-                const __m512h xv = _mm512_castsi512_ph(_mm512_loadu_si512(x + t * ldx + k));
+                __m512h xv = _mm512_castsi512_ph(_mm512_loadu_si512(kPackedX ? x + k * NT + t * 32 : x + t * ldx + k));
+                // One load per token for the R rows: without this GCC folds it into each of the R FMAs (R loads).
+                asm("" : "+v"(xv));
 #pragma GCC unroll 4
                 for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ph(wv[i], xv, acc[i][t]);
             }
@@ -249,7 +322,7 @@ MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint1
         if (k < kend) {  // zero-filled tail (dense K % 32): adds exact zeros
             const __mmask32 m = __mmask32((1ull << (kend - k)) - 1);
             __m512h wv[R];
-            for (int i = 0; i < R; ++i) wv[i] = _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, w + i * ldw + k));
+            for (int i = 0; i < R; ++i) wv[i] = ws.load_tail(i, k, m);
             for (int t = 0; t < NT; ++t) {
                 const __m512h xv = _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, x + t * ldx + k));
                 for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ph(wv[i], xv, acc[i][t]);
@@ -261,9 +334,7 @@ MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint1
         for (int i = 0; i < R; ++i)
 #pragma GCC unroll 6
             for (int t = 0; t < NT; ++t) {
-                const __m512i a = _mm512_castph_si512(acc[i][t]);
-                const __m512 f = _mm512_add_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(a)),
-                                               _mm512_cvtph_ps(_mm512_extracti64x4_epi64(a, 1)));
+                const __m512 f = widen_sum(acc[i][t]);
                 part[i][t] = first ? f : _mm512_add_ps(part[i][t], f);
             }
     }
@@ -281,46 +352,45 @@ MS_F16DOT void tile(const uint16_t *w, int64_t ldw, const float *wf, const uint1
     }
 }
 
-// R rows for all n_tok tokens, in token tiles of at most 6 as even as possible (8 tokens: 4 + 4). 6 tokens x 4 rows:
-// 24 accumulators + 4 weight vectors + 1 activation vector of the 32 registers.
+using TileFn = void (*)(const F16Rows &, const float *, const uint16_t *, int64_t, const float *, int,
+                        const float *, float *, int64_t, Prefetch &);
 template <int R>
-MS_F16DOT void row_block(const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, const float *xf, int n_tok,
-                         int64_t ldx, int K, const float *bias, float *y, int64_t ldy, Prefetch pf) {
-    const int tiles = (n_tok + 5) / 6;
+constexpr TileFn kTilesOf[6] = {tile<R, 1, F16Rows>, tile<R, 2, F16Rows>, tile<R, 3, F16Rows>, tile<R, 4, F16Rows>,
+                                tile<R, 5, F16Rows>, tile<R, 6, F16Rows>};
+// kTiles[R - 1][NT - 1] = tile<R, NT>
+constexpr const TileFn *kTiles[4] = {kTilesOf<1>, kTilesOf<2>, kTilesOf<3>, kTilesOf<4>};
+
+// Rows per block of converted (or decoded) weights: groups of 4 rows (one tile's rows) that each token tile runs
+// in turn, so a token tile's activations are read from L2 once per block rather than once per 4 rows. At 32 tokens
+// of K = 1024 the activations (64 KB) do not fit in L1 (48 KB) and every tile streamed its 6 rows from L2; the 8
+// weight rows (16 KB) and one tile's activations (12 KB) do fit.
+constexpr int kBlockRows = 8;
+
+// n_rows (<= kBlockRows) rows for all n_tok tokens, in token tiles of at most 6 as even as possible (8 tokens: 4 + 4),
+// each tile over the block's row groups. 6 tokens x 4 rows: 24 accumulators + 4 weight vectors + 1 activation vector
+// of the 32 registers.
+MS_F16DOT void rows_of(int n_rows, const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, const float *xf,
+                       int n_tok, int64_t ldx, int K, const float *bias, float *y, int64_t ldy, Prefetch pf) {
+    const int tiles = (n_tok + 5) / 6, groups = (n_rows + 3) / 4;
     if (pf.cur < pf.end) {
-        // Over all tiles but the last (one tile: over it): the lines have landed by the time the next block's
+        // Over all tile runs but the last (one: over it): the lines have landed by the time the next block's
         // decode reads them, which requests issued in the last steps had not.
-        const int64_t lines = (pf.end - pf.cur + 63) / 64, steps = int64_t(std::max(1, tiles - 1)) * std::max(1, K / 32);
+        const int64_t lines = (pf.end - pf.cur + 63) / 64,
+                      steps = int64_t(std::max(1, tiles * groups - 1)) * std::max(1, K / 32);
         pf.rate = (lines * 65536 + steps - 1) / steps;
     }
     for (int i = 0, t = 0; i < tiles; ++i) {
         const int nt = (n_tok - t) / (tiles - i);
-        const uint16_t *xt = x + t * ldx;
-        float *yt = y + t * ldy;
-        switch (nt) {
-            case 6: tile<R, 6>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
-            case 5: tile<R, 5>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
-            case 4: tile<R, 4>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
-            case 3: tile<R, 3>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
-            case 2: tile<R, 2>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
-            default: tile<R, 1>(w, ldw, wf, xt, ldx, xf + t, K, bias, yt, ldy, pf); break;
+        for (int g = 0; g < groups; ++g) {
+            const int r = 4 * g, R = std::min(4, n_rows - r);
+            kTiles[R - 1][nt - 1](F16Rows{w + r * ldw, ldw}, wf + r, x + t * ldx, ldx, xf + t, K, bias ? bias + r : nullptr,
+                                  y + t * ldy + r, ldy, pf);
         }
         t += nt;
     }
 }
 
-MS_F16DOT void rows_of(int n_rows, const uint16_t *w, int64_t ldw, const float *wf, const uint16_t *x, const float *xf,
-                       int n_tok, int64_t ldx, int K, const float *bias, float *y, int64_t ldy, Prefetch pf) {
-    switch (n_rows) {
-        case 4: row_block<4>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy, pf); break;
-        case 3: row_block<3>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy, pf); break;
-        case 2: row_block<2>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy, pf); break;
-        case 1: row_block<1>(w, ldw, wf, x, xf, n_tok, ldx, K, bias, y, ldy, pf); break;
-        default: break;
-    }
-}
-
-// The next row block's `bytes` at p (row_block sets how many lines per k-step).
+// The next row block's `bytes` at p (rows_of sets how many lines per k-step).
 Prefetch next_block(const void *p, int64_t bytes) {
     Prefetch pf;
     if (bytes <= 0) return pf;
@@ -363,49 +433,138 @@ MS_F16DOT void dense_avx512(const uint16_t *x, const float *xf, int n_tok, int64
                             const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
     thread_local AlignedVector<uint16_t> scratch;
     const int64_t lds = scratch_stride(K);
-    if (scratch.size() < size_t(4 * lds)) scratch.resize(size_t(4 * lds));
+    constexpr int B = kBlockRows;
+    if (scratch.size() < size_t(B * lds)) scratch.resize(size_t(B * lds));
     uint16_t *sw = scratch.data();
-    for (int r = r0; r < r1; r += 4) {
-        const int n = std::min(4, r1 - r);
-        float wf[4] = {1, 1, 1, 1};
+    for (int r = r0; r < r1; r += B) {
+        const int n = std::min(B, r1 - r);
+        float wf[B];
+        std::fill(wf, wf + B, 1.0f);
         for (int i = 0; i < n; ++i) wf[i] = convert_dense_row(w + int64_t(r + i) * K, K, sw + i * lds);
         rows_of(n, sw, lds, wf, x, xf, n_tok, ldx, K, bias ? bias + r : nullptr, y + r, ldy,
-                next_block(w + int64_t(r + 4) * K, r + 4 < r1 ? int64_t(std::min(4, r1 - r - 4)) * K * 2 : 0));
+                next_block(w + int64_t(r + B) * K, r + B < r1 ? int64_t(std::min(B, r1 - r - B)) * K * 2 : 0));
     }
 }
 
-// One MXFP4 block (16 bytes) to 32 fp16 in natural element order through its table: dword j = byte j | byte j << 12,
-// so word 2j indexes with the low nibble (bit 4, the high nibble's bit 0, is a don't-care: the table is doubled) and
-// word 2j + 1 with the high nibble. The dword is byte j * 0x1001 (the two copies do not overlap), one vpmaddwd in
-// place of a shift and an or: at ~8 tokens per expert the decode's vector uops compete with the FMAs for ports 0/5.
-MS_F16DOT inline __m512i decode_block(const uint8_t *blk, const uint16_t *table) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk)));
-    return _mm512_permutexvar_epi16(_mm512_madd_epi16(v, _mm512_set1_epi32(0x1001)), _mm512_load_si512(table));
+MS_F16DOT void convert_dense_avx512(const uint16_t *w, int K, int r0, int r1, uint16_t *out, int64_t ld, float *factor) {
+    for (int r = r0; r < r1; ++r) {
+        uint16_t *o = out + int64_t(r) * ld;
+        factor[r] = convert_dense_row(w + int64_t(r) * K, K, o);
+        std::fill(o + K, o + ld, uint16_t(0));
+    }
+}
+
+// Rows converted ahead of time (f16_dense_convert): the tiles read them where they are, the next block prefetched
+// while the current one runs, as dense_avx512 does with the bf16 rows.
+MS_F16DOT void dense_converted_avx512(const uint16_t *x, const float *xf, int n_tok, int64_t ldx, const uint16_t *w16,
+                                      int64_t ld, const float *factor, const float *bias, int K, int r0, int r1, float *y,
+                                      int64_t ldy) {
+    constexpr int B = kBlockRows;
+    for (int r = r0; r < r1; r += B) {
+        const int n = std::min(B, r1 - r);
+        rows_of(n, w16 + int64_t(r) * ld, ld, factor + r, x, xf, n_tok, ldx, K, bias ? bias + r : nullptr, y + r, ldy,
+                next_block(w16 + int64_t(r + B) * ld, r + B < r1 ? int64_t(std::min(B, r1 - r - B)) * ld * 2 : 0));
+    }
+}
+
+// Tokens up to which an MXFP4 call decodes inside its one token tile (Mxfp4Rows, 4 rows x up to 6 tokens); beyond,
+// the blocks are decoded into scratch and shared by several tiles. (3 rows x 7-8 tokens and 2 x 9-12 in one tile
+// measured 0-3 % and 6-10 % slower than two tiles on scratch.)
+constexpr int kFusedMaxTokens = 6;
+constexpr int kFusedRows = 4;
+
+#define MS_F16_TILE_CASE(NT)                                                                                            \
+    case NT:                                                                                                          \
+        tile<R, NT, Mxfp4Rows<R>, true>(ws, wf, x, ldx, xf, K, bias, y, ldy, pf);                                     \
+        break;
+template <int R>
+MS_F16DOT void fused_tile(const Mxfp4Rows<R> &ws, int n_tok, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
+                          int K, const float *bias, float *y, int64_t ldy, Prefetch &pf) {
+    switch (n_tok) {
+        MS_F16_TILE_CASE(1) MS_F16_TILE_CASE(2) MS_F16_TILE_CASE(3) MS_F16_TILE_CASE(4) MS_F16_TILE_CASE(5) MS_F16_TILE_CASE(6)
+        default: break;
+    }
+}
+#undef MS_F16_TILE_CASE
+
+template <int R>
+MS_F16DOT void fused_rows_of(const uint8_t *blocks, const int32_t *tof, int nb, int n_tok, const float *wf, const uint16_t *x,
+                             int64_t ldx, const float *xf, int K, const float *bias, float *y, int64_t ldy, Prefetch &pf) {
+    Mxfp4Rows<R> ws;
+    for (int i = 0; i < R; ++i) {
+        ws.blk[i] = blocks + int64_t(i) * nb * 16;
+        ws.tof[i] = tof + i * nb;
+    }
+    fused_tile<R>(ws, n_tok, wf, x, ldx, xf, K, bias, y, ldy, pf);
+}
+
+// The largest block exponent of an MXFP4 row (returned) and each block's table offset (bytes into kTables.t), in a
+// separate (vectorised) pass: computed inside the decode loop they were ~6 scalar instructions per 32-element block
+// against its 5 vector ones.
+MS_F16DOT int mxfp4_row_tables(const uint8_t *sc, int nb, int32_t *tof) {
+    int e_max = 0;
+    for (int b = 0; b < nb; ++b) e_max = std::max<int>(e_max, sc[b]);
+    for (int b = 0; b < nb; ++b) tof[b] = std::min(e_max - int(sc[b]), -kMinBlockDelta) * int(sizeof(kTables.t[0]));
+    return e_max;
+}
+
+MS_F16DOT void mxfp4_fused(const uint16_t *x, const float *xf, int n_tok, int64_t ldx, const uint8_t *blocks,
+                           const uint8_t *scales, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    thread_local std::vector<int32_t> table_of;  // [row of the block][block]
+    thread_local AlignedVector<uint16_t> packed;
+    const int nb = K / 32, R = kFusedRows;
+    if (table_of.size() < size_t(4 * nb)) table_of.resize(size_t(4 * nb));
+    int32_t *tof = table_of.data();
+    // The activations k-step by k-step, [K / 32][n_tok][32]: the tile then reads token t at one pointer + t * 64
+    // bytes, where n_tok rows of a runtime stride took n_tok address registers and spilled.
+    if (packed.size() < size_t(n_tok) * K) packed.resize(size_t(n_tok) * K);
+    uint16_t *xp = packed.data();
+    for (int b = 0; b < nb; ++b)
+        for (int t = 0; t < n_tok; ++t)
+            _mm512_store_si512(xp + (b * n_tok + t) * 32, _mm512_loadu_si512(x + t * ldx + b * 32));
+    x = xp;
+    for (int r = r0; r < r1; r += R) {
+        const int n = std::min(R, r1 - r);
+        float wf[4] = {1, 1, 1, 1};
+        for (int i = 0; i < n; ++i) wf[i] = mxfp4_row_factor(mxfp4_row_tables(scales + int64_t(r + i) * nb, nb, tof + i * nb));
+        Prefetch pf;
+        if (r + R < r1) {  // the next rows' blocks, spread over this tile's k-steps
+            const int m = std::min(R, r1 - r - R);
+            prefetch_bytes(scales + int64_t(r + R) * nb, int64_t(m) * nb);
+            pf = next_block(blocks + int64_t(r + R) * nb * 16, int64_t(m) * nb * 16);
+            pf.rate = ((pf.end - pf.cur + 63) / 64 * 65536 + nb - 1) / nb;
+        }
+        const uint8_t *blk = blocks + int64_t(r) * nb * 16;
+        const float *b = bias ? bias + r : nullptr;
+        switch (n) {
+            case 4: fused_rows_of<4>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            case 3: fused_rows_of<3>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            case 2: fused_rows_of<2>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            default: fused_rows_of<1>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+        }
+    }
 }
 
 MS_F16DOT void mxfp4_avx512(const uint16_t *x, const float *xf, int n_tok, int64_t ldx, const uint8_t *blocks,
                             const uint8_t *scales, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    if (n_tok <= kFusedMaxTokens) return mxfp4_fused(x, xf, n_tok, ldx, blocks, scales, bias, K, r0, r1, y, ldy);
     thread_local AlignedVector<uint16_t> scratch;
     thread_local std::vector<int32_t> table_of;  // per block of a row: its table's byte offset in kTables.t
     const int64_t lds = scratch_stride(K);
-    if (scratch.size() < size_t(4 * lds)) scratch.resize(size_t(4 * lds));
+    constexpr int B = 4;  // kBlockRows (8) measured 2-4 % slower here
+    if (scratch.size() < size_t(B * lds)) scratch.resize(size_t(B * lds));
     uint16_t *sw = scratch.data();
     const int nb = K / 32;
     if (table_of.size() < size_t(nb)) table_of.resize(size_t(nb));
     int32_t *tof = table_of.data();
     const char *tables = reinterpret_cast<const char *>(kTables.t);
-    for (int r = r0; r < r1; r += 4) {
-        const int n = std::min(4, r1 - r);
-        float wf[4] = {1, 1, 1, 1};
+    for (int r = r0; r < r1; r += B) {
+        const int n = std::min(B, r1 - r);
+        float wf[B];
+        std::fill(wf, wf + B, 1.0f);
         for (int i = 0; i < n; ++i) {
             const uint8_t *blk = blocks + int64_t(r + i) * nb * 16;
-            const uint8_t *sc = scales + int64_t(r + i) * nb;
-            int e_max = 0;
-            for (int b = 0; b < nb; ++b) e_max = std::max<int>(e_max, sc[b]);
-            // The table offsets in a separate (vectorised) pass: computed inside the decode loop they were ~6
-            // scalar instructions per 32-element block against its 5 vector ones.
-            for (int b = 0; b < nb; ++b)
-                tof[b] = std::min(e_max - int(sc[b]), -kMinBlockDelta) * int(sizeof(kTables.t[0]));
+            const int e_max = mxfp4_row_tables(scales + int64_t(r + i) * nb, nb, tof);
             for (int b = 0; b < nb; ++b) {
                 const uint16_t *table = reinterpret_cast<const uint16_t *>(tables + tof[b]);
                 _mm512_store_si512(sw + i * lds + b * 32, decode_block(blk + b * 16, table));
@@ -413,10 +572,10 @@ MS_F16DOT void mxfp4_avx512(const uint16_t *x, const float *xf, int n_tok, int64
             wf[i] = mxfp4_row_factor(e_max);
         }
         Prefetch pf;
-        if (r + 4 < r1) {
-            const int m = std::min(4, r1 - r - 4);
-            prefetch_bytes(scales + int64_t(r + 4) * nb, int64_t(m) * nb);  // a line or two
-            pf = next_block(blocks + int64_t(r + 4) * nb * 16, int64_t(m) * nb * 16);
+        if (r + B < r1) {
+            const int m = std::min(B, r1 - r - B);
+            prefetch_bytes(scales + int64_t(r + B) * nb, int64_t(m) * nb);  // a line or a few
+            pf = next_block(blocks + int64_t(r + B) * nb * 16, int64_t(m) * nb * 16);
         }
         rows_of(n, sw, lds, wf, x, xf, n_tok, ldx, K, bias ? bias + r : nullptr, y + r, ldy, pf);
     }
@@ -454,6 +613,27 @@ void matmul_bf16_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int 
 #endif
     (void)s;
     dense_scalar(x, x_scale, n_tok, ldx, w, bias, K, r0, r1, y, ldy);
+}
+
+int64_t f16_dense_stride(int K) { return scratch_stride(K); }
+
+void f16_dense_convert(Simd s, const uint16_t *w, int K, int r0, int r1, uint16_t *out, float *factor) {
+    const int64_t ld = f16_dense_stride(K);
+#if defined(__x86_64__)
+    if (use_fast(s)) return convert_dense_avx512(w, K, r0, r1, out, ld, factor);
+#endif
+    (void)s;
+    convert_dense_scalar(w, K, r0, r1, out, ld, factor);
+}
+
+void matmul_f16w_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx, const uint16_t *w16,
+                           const float *factor, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
+    const int64_t ld = f16_dense_stride(K);
+#if defined(__x86_64__)
+    if (use_fast(s)) return dense_converted_avx512(x, x_scale, n_tok, ldx, w16, ld, factor, bias, K, r0, r1, y, ldy);
+#endif
+    (void)s;
+    dense_converted_scalar(x, x_scale, n_tok, ldx, w16, ld, factor, bias, K, r0, r1, y, ldy);
 }
 
 void matmul_mxfp4_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx,

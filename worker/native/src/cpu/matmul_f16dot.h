@@ -53,7 +53,19 @@ bool f32_to_f16_row_scaled(Simd s, const float *in, int64_t n, uint16_t *out, fl
 void matmul_bf16_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx, const uint16_t *w,
                            const float *bias, int K, int r0, int r1, float *y, int64_t ldy);
 
-// The same with MXFP4 weights (blocks/scales as in matmul_mxfp4.h; K % 32 == 0), x in natural element order.
+// Dense bf16 weights converted once into the fp16 form above, for a model that multiplies them on every step:
+// converting on each call (matmul_bf16_f16x_rows) cost ~25 % of that kernel at 32 tokens. Writes rows r0..r1: row r
+// at out + r * f16_dense_stride(K) (K rounded up to 32, plus 32 zeros: rows a power of two apart would share L1
+// sets), so a matrix takes rows * f16_dense_stride(K) fp16, a little over its bf16 size; factor[r] = row r's
+// power-of-two factor. matmul_f16w_f16x_rows on them gives bit for bit what matmul_bf16_f16x_rows gives on w.
+int64_t f16_dense_stride(int K);
+void f16_dense_convert(Simd s, const uint16_t *w, int K, int r0, int r1, uint16_t *out, float *factor);
+void matmul_f16w_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx, const uint16_t *w16,
+                           const float *factor, const float *bias, int K, int r0, int r1, float *y, int64_t ldy);
+
+// matmul_bf16_f16x_rows with MXFP4 weights (blocks/scales as in matmul_mxfp4.h; K % 32 == 0), x in natural element
+// order. Calls of up to 6 tokens decode the blocks inside the register tile, larger ones into an L1 scratch shared by
+// the token tiles; both give the same bits.
 void matmul_mxfp4_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx,
                             const uint8_t *blocks, const uint8_t *scales, const float *bias, int K, int r0, int r1,
                             float *y, int64_t ldy);

@@ -8,6 +8,7 @@
 
 #include "common/env.h"
 #include "cuda/cuda_check.cuh"
+#include "cuda/debug_skip.cuh"
 #include "cuda/kernels.cuh"
 
 namespace ms::cuda {
@@ -45,8 +46,11 @@ void validate_kernel_switches() {
     for (const char *name : {"MODELSERVE_CUDA_PDL", "MODELSERVE_CUDA_ATTN_PLAN", "MODELSERVE_CUDA_PREFILL_ATTN",
                              "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_MID_TILE",
                              "MODELSERVE_MOE_PREFILL_V2", "MODELSERVE_CUDA_MOE_NORM_FUSED",
-                             "MODELSERVE_CUDA_L2_PREFETCH", "MODELSERVE_CUDA_L2_PREFETCH_LAST"})
+                             "MODELSERVE_CUDA_L2_PREFETCH", "MODELSERVE_CUDA_L2_PREFETCH_LAST",
+                             "MODELSERVE_CUDA_QKV_ROPE_FUSED", "MODELSERVE_CUDA_ROPE_SPREAD",
+                             "MODELSERVE_MOE_COMBINE_TAIL", "MODELSERVE_MOE_ROUTER_BLOCK"})
         env_switch(name, false);
+    debug_skip(SkipStage::kQkv, 1);
     env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
     env_choice("MODELSERVE_MOE_DECODE_WARPS", 8, {4, 8});
     env_choice("MODELSERVE_MOE_DECODE_BUFS", 2, {2, 3});
@@ -415,13 +419,20 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
         pk.table_off = d_table_off + size_t(g) * n_seqs;
 
         if (l == 0) rmsnorm(x_, nullptr, T, H, L.attn_norm, eps, h_, s);  // later layers: by the previous MoE combine
-        matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, mm_split_, s);
-        rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
+        if (qkv_rope_kv_enabled() && qkv_rope_kv_fusable(T, H, hd)) {  // decode, opt-in: one kernel (qkv_rope_kv.cu)
+            if (!debug_skip(SkipStage::kQkv, T))
+                qkv_rope_kv(h_, T, H, L.qkv_w, L.qkv_b, nh, nkv, hd, cs_, d_pos, d_seq, pk, qkv_, s);
+        } else {
+            if (!debug_skip(SkipStage::kQkv, T))
+                matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, mm_split_, s);
+            if (!debug_skip(SkipStage::kRope, T)) rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
+        }
         mark(1);
-        paged_attention(qkv_, T, nh, nkv, hd, L.sinks, scale, c.is_sliding(l) ? c.sliding_window : 0, d_pos, d_seq, pk,
-                        attn_, attn_plan_, attn_part_, s);
+        if (!debug_skip(SkipStage::kAttn, T))
+            paged_attention(qkv_, T, nh, nkv, hd, L.sinks, scale, c.is_sliding(l) ? c.sliding_window : 0, d_pos, d_seq,
+                            pk, attn_, attn_plan_, attn_part_, s);
         mark(2);
-        matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, mm_split_, s);
+        if (!debug_skip(SkipStage::kO, T)) matmul_bf16(attn_, T, QD, L.o_w, L.o_b, H, x_, true, exact, xb_, mm_split_, s);
         mark(3);
         MoeInputNorm in_norm;
         if (fuse_moe_norm) in_norm = MoeInputNorm{L.mlp_norm, eps};  // the router norms x_ itself
@@ -441,7 +452,8 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
     }
     if (R > 0) {
         rmsnorm(x_, d_rows, R, H, model_->final_norm, eps, fin_, s);
-        matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, mm_split_, s);
+        if (!debug_skip(SkipStage::kLmHead, T))
+            matmul_bf16(fin_, R, H, model_->lm_head, nullptr, V, logits_, false, exact, xb_, mm_split_, s);
         if (what == Output::Greedy) argmax_rows(logits_, R, V, ids_, s);
         if (what == Output::Sample) sample_rows(logits_, R, V, d_rows + R, ids_, sample_part_, s);
     }

@@ -68,6 +68,26 @@ struct Model::Q8Dense {
     Q8DenseWeights lm_head;
 };
 
+// A dense matrix in the fp16 kernels' form (cpu/matmul_f16dot.h, f16_dense_convert).
+struct F16DenseWeight {
+    AlignedVector<uint16_t> w;
+    std::vector<float> factor;
+    void convert(Simd s, const DenseWeight &d) {
+        w.resize(size_t(d.rows) * size_t(f16_dense_stride(d.cols)));
+        factor.resize(size_t(d.rows));
+        f16_dense_convert(s, d.w, d.cols, 0, d.rows, w.data(), factor.data());
+    }
+    size_t bytes() const { return w.size() * sizeof(uint16_t) + factor.size() * sizeof(float); }
+};
+
+struct Model::F16Dense {
+    struct Layer {
+        F16DenseWeight q, k, v, o;
+    };
+    std::vector<Layer> layers;
+    F16DenseWeight lm_head;
+};
+
 Model::~Model() = default;
 
 namespace {
@@ -186,7 +206,27 @@ bool Model::set_f16_activations(bool on, int min_tokens) {
     std::lock_guard<std::mutex> lock(mu_);
     f16_act_ = on && simd_ == Simd::Avx512 && f16_dot_supported();
     f16_min_tokens_ = min_tokens > 0 ? min_tokens : kF16DefaultMinTokens;
+    if (f16_act_ && !f16d_) {
+        auto d = std::make_unique<F16Dense>();
+        d->layers.resize(layers_.size());
+        for (size_t l = 0; l < layers_.size(); ++l) {
+            const LayerWeights &L = layers_[l];
+            d->layers[l].q.convert(simd_, L.q);
+            d->layers[l].k.convert(simd_, L.k);
+            d->layers[l].v.convert(simd_, L.v);
+            d->layers[l].o.convert(simd_, L.o);
+        }
+        d->lm_head.convert(simd_, lm_head_);
+        f16d_ = std::move(d);
+    }
     return f16_act_;
+}
+
+size_t Model::f16_dense_bytes() const {
+    if (!f16d_) return 0;
+    size_t n = f16d_->lm_head.bytes();
+    for (const auto &L : f16d_->layers) n += L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes();
+    return n;
 }
 
 bool Model::set_q8_activations(bool on, int min_tokens, bool dense) {
@@ -330,7 +370,8 @@ void Model::run(const ForwardSeq *seqs, int n_seqs, KvStorage &kv, float *logits
         if (fits) {
             ++f16_matmuls_;
             pool_->parallel_for(V, grain, [&](int64_t r0, int64_t r1) {
-                matmul_bf16_f16x_rows(simd_, finb, fins, R, H, lm_head_.w, nullptr, H, int(r0), int(r1), logits, V);
+                matmul_f16w_f16x_rows(simd_, finb, fins, R, H, f16d_->lm_head.w.data(), f16d_->lm_head.factor.data(), nullptr, H,
+                                      int(r0), int(r1), logits, V);
             });
             return;
         }
@@ -387,10 +428,14 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
         }
     });
     // in_b: the same input rounded to bf16 (in_s null) or to scaled fp16 (in_s: the rows' factors).
-    auto project = [&](const DenseWeight &W, const float *in, const uint16_t *in_b, const float *in_s, int K, float *out) {
+    // W16: W in fp16 (made with fp16 mode).
+    auto project = [&](const DenseWeight &W, const F16DenseWeight *W16, const float *in, const uint16_t *in_b, const float *in_s,
+                       int K, float *out) {
         if (in_s) ++f16_matmuls_;
         pool_->parallel_for(W.rows, row_grain(W.rows, threads), [&](int64_t r0, int64_t r1) {
-            if (in_s) matmul_bf16_f16x_rows(simd_, in_b, in_s, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
+            if (in_s)
+                matmul_f16w_f16x_rows(simd_, in_b, in_s, T, K, W16->w.data(), W16->factor.data(), W.bias_ptr(), K, int(r0),
+                                      int(r1), out, W.rows);
             else if (in_b) matmul_bf16_bf16x_rows(simd_, in_b, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
             else matmul_bf16_rows(simd_, in, T, K, W.w, W.bias_ptr(), K, int(r0), int(r1), out, W.rows);
         });
@@ -410,9 +455,10 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
         project8(L.k, q8d_->layers[l].k, hp, k);
         project8(L.v, q8d_->layers[l].v, hp, v);
     } else {
-        project(L.q, h, h_b, h_s, H, q);
-        project(L.k, h, h_b, h_s, H, k);
-        project(L.v, h, h_b, h_s, H, v);
+        const F16Dense::Layer *L16 = f16 ? &f16d_->layers[l] : nullptr;
+        project(L.q, L16 ? &L16->q : nullptr, h, h_b, h_s, H, q);
+        project(L.k, L16 ? &L16->k : nullptr, h, h_b, h_s, H, k);
+        project(L.v, L16 ? &L16->v : nullptr, h, h_b, h_s, H, v);
     }
 
     const int g = spec_.layer_group[l], li = spec_.layer_index_in_group[l];
@@ -469,8 +515,8 @@ void Model::attention_layer(int l, const ForwardSeq *seqs, int n_seqs, KvStorage
         });
     }
     if (q8d) project8(L.o, q8d_->layers[l].o, q8_panels_of(simd_, *pool_, attn, T, QD, w.dq, w.dd, w.dsum), proj);
-    else if (f16) project(L.o, attn, attn_fits ? ab : nullptr, attn_fits ? as : nullptr, QD, proj);
-    else project(L.o, attn, ab, nullptr, QD, proj);
+    else if (f16) project(L.o, &f16d_->layers[l].o, attn, attn_fits ? ab : nullptr, attn_fits ? as : nullptr, QD, proj);
+    else project(L.o, nullptr, attn, ab, nullptr, QD, proj);
     pool_->parallel_for(T, 4, [&](int64_t b, int64_t e) {
         for (int64_t i = b * H; i < e * H; ++i) x[i] += proj[i];
     });

@@ -116,6 +116,11 @@ class Model {
     // bound by memory bandwidth, runs at the same speed as on fp32 (mid preset, session 8: 0.96-1.17x); batched steps
     // and prefill are compute-bound and run 1.4-1.8x faster (docs/benchmarks/engine.md).
     // Same caveats as set_bf16_activations; returns the effective setting.
+    // Turning fp16 on converts the attention projections and the unembedding once into the kernels' scaled fp16
+    // (f16_dense_convert; bit for bit what converting them on every call gave, which cost ~25 % of those matmuls):
+    // heap memory of the size of those bf16 weights plus row padding (32 elements a row; mid preset 112 MB,
+    // gpt-oss-20b ~2.45 GB). The bf16 originals stay mapped but fp16 steps no longer read them (only a step that
+    // falls back to fp32 does), so their page-cache pages can be reclaimed. f16_dense_bytes() says how much was made.
     static constexpr int kF16DefaultMinTokens = 1;
     bool f16_activations() const { return f16_act_; }
     int f16_min_tokens() const { return f16_min_tokens_; }
@@ -123,6 +128,7 @@ class Model {
     // Matmul calls (one projection or one expert projection of a layer, or the unembedding, per step) that ran on
     // fp16 activations since load: lets tests and benchmarks see that the fp16 path really ran.
     uint64_t f16_matmuls() const { return f16_matmuls_; }
+    size_t f16_dense_bytes() const;  // not while set_f16_activations runs
     int n_threads() const { return pool_->size(); }
     uint64_t weight_bytes() const { return ckpt_->data_bytes(); }
 
@@ -157,6 +163,8 @@ class Model {
     int f16_min_tokens_ = kF16DefaultMinTokens;
     uint64_t f16_matmuls_ = 0;
     bool use_f16(int n_tok) const { return f16_act_ && !bf16_act_ && n_tok >= f16_min_tokens_; }
+    struct F16Dense;  // fp16 copies of the dense projections and the unembedding (fp16 mode), made when it is set
+    std::unique_ptr<F16Dense> f16d_;
     struct Q8Dense;  // int8 copies of the dense projections (q8 dense mode), made on first use
     std::unique_ptr<Q8Dense> q8d_;
     Rope rope_;

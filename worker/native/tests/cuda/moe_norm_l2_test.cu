@@ -18,11 +18,6 @@
 namespace ms::cuda::test {
 namespace {
 
-bool device_present() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
 // Device allocations of one test, freed together.
 struct DeviceArena {
   std::vector<void *> owned;
@@ -43,13 +38,6 @@ struct DeviceArena {
     for (void *p : owned) cudaFree(p);
   }
 };
-
-template <typename T>
-std::vector<T> download(const T *p, size_t n) {
-  std::vector<T> v(n);
-  check_cuda(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "D2H");
-  return v;
-}
 
 // Norm gains around 1 (as trained ones are), none near 0.
 std::vector<float> random_gain(uint32_t seed, int n) {

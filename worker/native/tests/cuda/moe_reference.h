@@ -90,6 +90,18 @@ T *to_device(const std::vector<T> &v) {
   return p;
 }
 
+template <typename T>
+std::vector<T> download(const T *p, size_t n) {
+  std::vector<T> v(n);
+  check_cuda(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "D2H");
+  return v;
+}
+
+inline bool device_present() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
 struct DeviceMoe {
   MoeLayer layer{};
   std::vector<void *> owned;

@@ -5,7 +5,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/debug_skip.cuh"
+#include "common/env.h"
 #include "cuda/moe/moe.cuh"
+#include "cuda/moe/moe_combine.cuh"
 #include "cuda/moe/moe_internal.cuh"
 
 namespace ms::cuda {
@@ -13,6 +16,13 @@ namespace moe {
 namespace {
 
 constexpr size_t kAlign = 256;
+
+// MODELSERVE_MOE_COMBINE_TAIL=1: the combine in the decode down kernel's last block. Off by default: measured once on
+// an H100 (-0.04 ms per 20b token) but not yet shown correct there (docs/benchmarks/cuda.md, session 9).
+bool combine_tail_switch() {
+  static const bool on = env_switch("MODELSERVE_MOE_COMBINE_TAIL", false);
+  return on;
+}
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -70,6 +80,7 @@ Workspace carve_workspace(const MoeLayer &l, int max_tokens, void *base) {
   w.expert_off = reinterpret_cast<int *>(take((l.n_experts + 1) * sizeof(int)));
   w.tiles = reinterpret_cast<Tile *>(take(max_tiles(int(pairs), l.n_experts, kMinTokenTile) * sizeof(Tile)));
   w.n_tiles = reinterpret_cast<int *>(take(sizeof(int)));
+  w.tail_counter = reinterpret_cast<int *>(take(sizeof(int)));
   w.xh = reinterpret_cast<uint16_t *>(take(size_t(max_tokens) * l.hidden * sizeof(uint16_t)));
   w.act = reinterpret_cast<uint16_t *>(take(pairs * l.inter * sizeof(uint16_t)));
   w.dn = reinterpret_cast<float *>(take(pairs * l.hidden * sizeof(float)));
@@ -84,6 +95,7 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
   // Kernel set-up (shared-memory opt-in, occupancy) happens here, outside any graph capture.
   moe::prepare_decode(l.hidden, l.inter, max_tokens);
   moe::prepare_prefill();
+  moe::prepare_block_router(l);
   return moe::carve_workspace(l, max_tokens, nullptr).bytes;
 }
 
@@ -100,10 +112,21 @@ void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residua
   // Carving for n_tokens needs no more bytes than for the max_tokens the workspace was sized for (sizes are monotone).
   const Workspace w = carve_workspace(l, n_tokens, workspace);
   const int tile = choose_token_tile(n_tokens, l.top_k, l.n_experts);
-  if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) launch_group(l, n_tokens, tile, w, stream);
-  launch_gate_up_swiglu(l, n_tokens, tile, w, stream, l2.any());
-  launch_down(l, n_tokens, tile, w, stream, l2.any());
-  launch_combine(l, n_tokens, residual, w, stream, next_norm);
+  if (debug_skip(SkipStage::kRouter, n_tokens)) {
+  } else if (block_router_applies(l, n_tokens, l2)) {
+    launch_router_block(l, x, n_tokens, tile, w, stream, in_norm);
+  } else if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) {
+    launch_group(l, n_tokens, tile, w, stream);
+  }
+  if (!debug_skip(SkipStage::kGateUp, n_tokens)) launch_gate_up_swiglu(l, n_tokens, tile, w, stream, l2.any());
+  // Decode with MODELSERVE_MOE_COMBINE_TAIL=1: the down kernel's last block runs the combine (one launch less).
+  const CombineArgs tail = combine_args(l, residual, w, next_norm);
+  const bool fuse_combine = combine_tail_switch() && !debug_skip(SkipStage::kCombine, n_tokens);
+  bool combined = false;
+  if (!debug_skip(SkipStage::kDown, n_tokens))
+    combined = launch_down(l, n_tokens, tile, w, stream, l2.any(), fuse_combine ? &tail : nullptr);
+  if (!combined && !debug_skip(SkipStage::kCombine, n_tokens))
+    launch_combine(l, n_tokens, residual, w, stream, next_norm);
 }
 
 }  // namespace ms::cuda

@@ -18,6 +18,7 @@ struct GroupOut {
   int *slot_token, *slot_of, *expert_off;
   Tile *tiles;
   int *n_tiles;
+  int *tail_counter;  // zeroed here: the down kernel's last block counts on a zero start (it leaves it at zero too)
 };
 
 // All threads of the block must call it. `ids` may be in shared or global memory; count/off: shared, E and E+1 ints.
@@ -44,6 +45,7 @@ __device__ inline void group_pairs(const int *ids, int n_pairs, int n_experts, i
     off[n_experts] = acc;
     o.expert_off[n_experts] = acc;
     *o.n_tiles = nt;
+    if (o.tail_counter) *o.tail_counter = 0;
   }
   __syncthreads();
   for (int e = warp; e < n_experts; e += n_warps) {
@@ -63,7 +65,7 @@ __device__ inline void group_pairs(const int *ids, int n_pairs, int n_experts, i
 }
 
 inline GroupOut group_out(const Workspace &w) {
-  return GroupOut{w.slot_token, w.slot_of, w.expert_off, w.tiles, w.n_tiles};
+  return GroupOut{w.slot_token, w.slot_of, w.expert_off, w.tiles, w.n_tiles, w.tail_counter};
 }
 
 // Dot product of 8 bf16 weights (one 16-byte load) with 8 fp32 activations p (first 4) and q (last 4): the router

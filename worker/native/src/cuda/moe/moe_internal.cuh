@@ -34,6 +34,7 @@ struct Workspace {
   int *expert_off;   // [E+1]
   Tile *tiles;       // [max_tiles]
   int *n_tiles;      // [1]
+  int *tail_counter; // [1] finished blocks of the decode down kernel (moe_mxfp4_decode.cu); zeroed by the grouping
   uint16_t *xh;      // [T][hidden]   x in fp16 (the gate_up matmul's input precision), written by the router
   uint16_t *act;     // [T*K][inter]  SwiGLU output, fp16 (the down matmul's input precision)
   float *dn;         // [T*K][hidden] down projection + bias
@@ -51,11 +52,21 @@ bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int tok
                         cudaStream_t stream, const MoeInputNorm &in_norm = MoeInputNorm{},
                         const MoeL2Prefetch &l2 = MoeL2Prefetch{});
 void launch_group(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
+// Decode steps (<= 8 tokens, no L2 hints, MODELSERVE_MOE_ROUTER_BLOCK=1): router + top-k + grouping in one block
+// (moe_router_block.cu) instead of the cluster kernel. prepare_block_router: shared-memory opt-in, outside capture.
+bool block_router_applies(const MoeLayer &l, int n_tokens, const MoeL2Prefetch &l2);
+void prepare_block_router(const MoeLayer &l);
+void launch_router_block(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
+                         cudaStream_t stream, const MoeInputNorm &in_norm);
 // evict_first: the decode kernel (token tile 8) streams the expert weights with an L2 evict_first policy.
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
                            bool evict_first = false);
-void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
-                 bool evict_first = false);
+// With `tail` (decode steps only: <= 8 tokens, token tile 8) the down kernel's last block also runs the combine
+// (moe_combine.cuh); returns whether it did, else the caller launches launch_combine.
+struct CombineArgs;
+bool launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                 bool evict_first = false, const CombineArgs *tail = nullptr);
+CombineArgs combine_args(const MoeLayer &l, float *residual, const Workspace &w, const MoeNextNorm &next_norm);
 void launch_combine(const MoeLayer &l, int n_tokens, float *residual, const Workspace &w, cudaStream_t stream,
                     const MoeNextNorm &next_norm = MoeNextNorm{});
 

@@ -15,6 +15,7 @@
 
 #include <cuda_fp16.h>
 
+#include "cuda/moe/moe_combine.cuh"
 #include "cuda/moe/moe_internal.cuh"
 
 namespace ms::cuda::moe {
@@ -33,12 +34,18 @@ struct MatmulArgs {
   int ntb;                // decode: token rows staged per tile (min(8, n_tokens))
   float limit, alpha;
   bool evict_first;       // decode kernel: weights (each read once per step) loaded with an L2 evict_first policy
+  // Decode down kernel with 8 warps: with tail_counter set, the last block to finish runs the combine for tail_tokens
+  // tokens (moe_combine.cuh) and leaves the counter at zero again.
+  int *tail_counter;
+  int tail_tokens;
+  CombineArgs tail;
 };
 
 constexpr int kDecodeTokenTile = 8;
 
 // Decode kernel (moe_mxfp4_decode.cu).
-void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
+// Returns whether the launch runs the combine in its tail (a.tail_counter set, down, 8 warps per block).
+bool launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream);
 
 // Prefill kernel v2 (moe_mxfp4_prefill_v2.cu): token tile 128, each block dequantises its weights once into shared
 // memory (fp16, block scales folded in) for ldmatrix + mma.sync. prepare_prefill_v2: shared-memory opt-in (once).

@@ -48,6 +48,27 @@ struct DecodeSmem {  // byte offsets
   __host__ __device__ int total(int bufs) const { return buf + bufs * buf_bytes; }
 };
 
+// The down kernel's tail: every block counts itself finished; the last one (its writes and everyone's visible after
+// the fences) runs the combine, which reads all of dn, and leaves the counter at zero for the next launch. Only
+// with kCombineThreads threads per block (8 warps), so that the next norm's reduction order is the combine kernel's.
+// Opt-in (MODELSERVE_MOE_COMBINE_TAIL=1): in its one H100 run the tail matched the combine kernel bitwise
+// (moe_combine_tail_test.cu), yet the MoeL2Hints test in the same process died with "illegal instruction" (the tail on,
+// L2 hints on, inter 2880); not yet explained.
+template <int kWarps>
+__device__ void combine_tail(const MatmulArgs &a) {
+  static_assert(kWarps * 32 == kCombineThreads, "the tail reduces as the combine kernel does");
+  __shared__ int last;
+  __threadfence();  // this block's dn writes, before its count
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(a.tail_counter, 1) == int(gridDim.x * gridDim.y) - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  pdl_wait();  // (idle blocks skip it otherwise; act and the router's outputs are complete by now anyway)
+  for (int t = 0; t < a.tail_tokens; ++t) combine_token(a.tail, t);
+  if (threadIdx.x == 0) *a.tail_counter = 0;
+}
+
 template <bool kGateUp, int kBufs, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -58,7 +79,11 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
   if constexpr (kGateUp) pdl_wait();
   const int n_tiles = *a.n_tiles;
   const Tile tl = a.tiles[blockIdx.y];  // the list has max_tiles entries: always in bounds
-  if (int(blockIdx.y) >= n_tiles || int(blockIdx.x) >= n_groups) return;
+  if (int(blockIdx.y) >= n_tiles || int(blockIdx.x) >= n_groups) {
+    if constexpr (!kGateUp && kWarps * 32 == kCombineThreads)
+      if (a.tail_counter) combine_tail<kWarps>(a);  // counted too: the tail waits for every block of the grid
+    return;
+  }
   extern __shared__ __align__(16) uint8_t smem[];
   const DecodeSmem lay(a.ntb, a.ldb, nb, kWarps);
   __half *sb = reinterpret_cast<__half *>(smem + lay.b);  // [ntb][ldb]
@@ -181,6 +206,8 @@ __global__ void __launch_bounds__(kWarps * 32) mxfp4_decode_kernel(const MatmulA
     }
   }
   cp_async_wait<0>();
+  if constexpr (!kGateUp && kWarps * 32 == kCombineThreads)
+    if (a.tail_counter) combine_tail<kWarps>(a);
 }
 
 int activation_ldb(int K) { return K + ((32 - K % 64) + 64) % 64; }  // 64 B past a multiple of 128: no conflicts
@@ -220,7 +247,8 @@ LaunchShape launch_shape(int K, int ntb) {
 }
 
 template <bool kGateUp, int kBufs, int kWarps>
-void launch(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t stream) {
+bool launch(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t stream) {
+  if (kGateUp || kWarps * 32 != kCombineThreads) a.tail_counter = nullptr;
   auto kernel = mxfp4_decode_kernel<kGateUp, kBufs, kWarps>;
   a.ldb = activation_ldb(a.K);
   const LaunchShape shape = launch_shape<kGateUp, kBufs, kWarps>(a.K, a.ntb);
@@ -230,6 +258,7 @@ void launch(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t stream) {
   // Persistent: blocks per tile such that all tiles' blocks fit in one wave. Otherwise one block per row group.
   const int per_tile = kBufs >= 2 ? std::clamp(capacity / tiles, 1, groups) : groups;
   launch_pdl(kernel, dim3(per_tile, tiles), dim3(kWarps * 32), smem, stream, a);
+  return a.tail_counter != nullptr;
 }
 
 template <int kWarps>
@@ -249,17 +278,16 @@ void prepare_decode_w(int hidden, int inter, int max_tokens) {
 }
 
 template <int kWarps>
-void launch_decode_w(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
+bool launch_decode_w(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
   const bool persistent = a.ntb <= 2;
   if (persistent && decode_bufs() == 3)
-    gate_up ? launch<true, 3, kWarps>(a, n_pairs, n_experts, stream)
-            : launch<false, 3, kWarps>(a, n_pairs, n_experts, stream);
-  else if (gate_up)
-    persistent ? launch<true, 2, kWarps>(a, n_pairs, n_experts, stream)
-               : launch<true, 1, kWarps>(a, n_pairs, n_experts, stream);
-  else
-    persistent ? launch<false, 2, kWarps>(a, n_pairs, n_experts, stream)
-               : launch<false, 1, kWarps>(a, n_pairs, n_experts, stream);
+    return gate_up ? launch<true, 3, kWarps>(a, n_pairs, n_experts, stream)
+                   : launch<false, 3, kWarps>(a, n_pairs, n_experts, stream);
+  if (gate_up)
+    return persistent ? launch<true, 2, kWarps>(a, n_pairs, n_experts, stream)
+                      : launch<true, 1, kWarps>(a, n_pairs, n_experts, stream);
+  return persistent ? launch<false, 2, kWarps>(a, n_pairs, n_experts, stream)
+                    : launch<false, 1, kWarps>(a, n_pairs, n_experts, stream);
 }
 
 }  // namespace
@@ -269,9 +297,9 @@ void prepare_decode(int hidden, int inter, int max_tokens) {
   else prepare_decode_w<8>(hidden, inter, max_tokens);
 }
 
-void launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
-  if (decode_warps() == 4) launch_decode_w<4>(a, gate_up, n_pairs, n_experts, stream);
-  else launch_decode_w<8>(a, gate_up, n_pairs, n_experts, stream);
+bool launch_decode(const MatmulArgs &a, bool gate_up, int n_pairs, int n_experts, cudaStream_t stream) {
+  if (decode_warps() == 4) return launch_decode_w<4>(a, gate_up, n_pairs, n_experts, stream);
+  return launch_decode_w<8>(a, gate_up, n_pairs, n_experts, stream);
 }
 
 }  // namespace ms::cuda::moe

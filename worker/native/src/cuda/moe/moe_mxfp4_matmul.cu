@@ -188,16 +188,18 @@ void launch_prefill(MatmulArgs a, int n_pairs, int n_experts, cudaStream_t strea
   launch_pdl(kernel, grid, dim3(kWarps * 32), smem, stream, a);
 }
 
+// Returns whether the kernel also ran the combine (decode down kernel with a tail; see MatmulArgs).
 template <bool kGateUp>
-void dispatch(const MatmulArgs &a, int n_pairs, int n_experts, int token_tile, cudaStream_t stream) {
+bool dispatch(const MatmulArgs &a, int n_pairs, int n_experts, int token_tile, cudaStream_t stream) {
   if (token_tile == kDecodeTokenTile)
-    launch_decode(a, kGateUp, n_pairs, n_experts, stream);
+    return launch_decode(a, kGateUp, n_pairs, n_experts, stream);
   else if (token_tile == kMidTokens)
     launch_prefill<kGateUp, kMidTokens>(a, n_pairs, n_experts, stream);
   else if (token_tile == kPrefillV2TokenTile)
     launch_prefill_v2(a, kGateUp, n_pairs, n_experts, stream);
   else
     launch_prefill<kGateUp, kTokens>(a, n_pairs, n_experts, stream);
+  return false;
 }
 
 }  // namespace
@@ -257,8 +259,8 @@ void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, cons
   dispatch<true>(a, n_tokens * l.top_k, l.n_experts, token_tile, stream);
 }
 
-void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
-                 bool evict_first) {
+bool launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
+                 bool evict_first, const CombineArgs *tail) {
   MatmulArgs a{};
   a.evict_first = evict_first;
   a.blocks = l.down_blocks;
@@ -272,7 +274,12 @@ void launch_down(const MoeLayer &l, int n_tokens, int token_tile, const Workspac
   a.n_tiles = w.n_tiles;
   a.out = w.dn;
   a.ntb = std::min(kDecodeTokenTile, n_tokens);
-  dispatch<false>(a, n_tokens * l.top_k, l.n_experts, token_tile, stream);
+  if (tail && token_tile == kDecodeTokenTile && n_tokens <= kDecodeTokenTile) {
+    a.tail_counter = w.tail_counter;
+    a.tail_tokens = n_tokens;
+    a.tail = *tail;
+  }
+  return dispatch<false>(a, n_tokens * l.top_k, l.n_experts, token_tile, stream);
 }
 
 }  // namespace ms::cuda::moe
