@@ -15,17 +15,7 @@ B=worker/native/build-gpu
 # once it is shown correct in the same call.
 targets=bench_cuda tests=OFF
 if [[ -n ${TESTS:-} && -f worker/native/build-gpu-deps/googletest/CMakeLists.txt ]]; then targets="$targets engine_cuda_tests" tests=ON; fi
-(
-  nvcc_path=$(hack/install-nvcc.sh) || exit 1
-  if [[ $tests == ON && ! -d /tmp/ms-gtest ]]; then
-    cmake -S worker/native/build-gpu-deps/googletest -B /tmp/ms-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX=/tmp/ms-gtest && cmake --build /tmp/ms-gtest-build -j "$(nproc)" &&
-      cmake --install /tmp/ms-gtest-build || exit 1
-  fi
-  cmake -S worker/native -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_ADDON=OFF \
-    -DENGINE_TESTS=$tests -DCMAKE_PREFIX_PATH=/tmp/ms-gtest -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
-    cmake --build $B -j "$(nproc)" --target $targets
-) > "$out/ablation-build.log" 2>&1 || { echo "build failed"; grep -E 'error' "$out/ablation-build.log" | head; exit 1; }
+hack/gpu/build.sh $tests $targets > "$out/ablation-build.log" 2>&1 || { echo "build failed"; grep -E 'error' "$out/ablation-build.log" | head; exit 1; }
 if [[ $tests == ON ]]; then
   timeout 300 $B/engine_cuda_tests --gtest_filter="$TESTS" > "$out/ablation-tests.log" 2>&1
   echo "== engine_cuda_tests '$TESTS' (rc $?): $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ tests?,' "$out/ablation-tests.log" | tr '\n' ' ')"

@@ -21,17 +21,7 @@ B=worker/native/build-gpu
 tests=OFF targets="bench_cuda bench_cuda_moe"
 [[ -n ${TEST_VARIANTS:-} && -f worker/native/build-gpu-deps/googletest/CMakeLists.txt ]] &&
   tests=ON targets="$targets engine_cuda_tests"
-(
-  nvcc_path=$(hack/install-nvcc.sh) || exit 1
-  if [[ $tests == ON ]]; then
-    cmake -S worker/native/build-gpu-deps/googletest -B /tmp/ms-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX=/tmp/ms-gtest && cmake --build /tmp/ms-gtest-build -j "$(nproc)" &&
-      cmake --install /tmp/ms-gtest-build || exit 1
-  fi
-  cmake -S worker/native -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_ADDON=OFF \
-    -DENGINE_TESTS=$tests -DCMAKE_PREFIX_PATH=/tmp/ms-gtest -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
-    cmake --build $B -j "$(nproc)" --target $targets
-) > "$out/build.log" 2>&1 || { echo "build failed"; grep -E 'error' "$out/build.log" | head; tail -30 "$out/build.log"; exit 1; }
+hack/gpu/build.sh $tests $targets > "$out/build.log" 2>&1 || { echo "build failed"; grep -E 'error' "$out/build.log" | head; tail -30 "$out/build.log"; exit 1; }
 el "built"
 steps=${STEPS:-32}
 timeout 120 $B/bench_cuda --shape 20b --only-batch1 --decode-steps 128 > "$out/bench-b1.log" 2>&1
