@@ -286,7 +286,6 @@ struct Mxfp4Rows {
         const char *tables = reinterpret_cast<const char *>(kTables.t);
         return _mm512_castsi512_ph(decode_block(blk[i] + k / 2, reinterpret_cast<const uint16_t *>(tables + tof[i][k / 32])));
     }
-    MS_F16DOT __m512h load_tail(int i, int k, __mmask32) const { return load(i, k); }  // K % 32 == 0: never called
 };
 
 // R weight rows (fp16, scaled; row i at w + i * ldw, its factor wf[i]) x NT tokens (fp16 rows, factors xf[t]).
@@ -319,7 +318,9 @@ MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t l
                 for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ph(wv[i], xv, acc[i][t]);
             }
         }
-        if (k < kend) {  // zero-filled tail (dense K % 32): adds exact zeros
+        if constexpr (kPackedX) {
+            // MXFP4 only: K is a multiple of 32 (checked at load), there is no tail.
+        } else if (k < kend) {  // zero-filled tail (dense K % 32): adds exact zeros
             const __mmask32 m = __mmask32((1ull << (kend - k)) - 1);
             __m512h wv[R];
             for (int i = 0; i < R; ++i) wv[i] = ws.load_tail(i, k, m);

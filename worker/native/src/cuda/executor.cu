@@ -50,7 +50,7 @@ void validate_kernel_switches() {
                              "MODELSERVE_CUDA_QKV_ROPE_FUSED", "MODELSERVE_CUDA_ROPE_SPREAD",
                              "MODELSERVE_MOE_COMBINE_TAIL", "MODELSERVE_MOE_ROUTER_BLOCK"})
         env_switch(name, false);
-    debug_skip(SkipStage::kQkv, 1);
+    debug_skip(SkipStage::kQkv, 1);  // parses MODELSERVE_CUDA_DEBUG_SKIP (an unknown stage name throws)
     env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
     env_choice("MODELSERVE_MOE_DECODE_WARPS", 8, {4, 8});
     env_choice("MODELSERVE_MOE_DECODE_BUFS", 2, {2, 3});

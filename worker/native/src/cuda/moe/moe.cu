@@ -112,21 +112,18 @@ void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residua
   // Carving for n_tokens needs no more bytes than for the max_tokens the workspace was sized for (sizes are monotone).
   const Workspace w = carve_workspace(l, n_tokens, workspace);
   const int tile = choose_token_tile(n_tokens, l.top_k, l.n_experts);
-  if (debug_skip(SkipStage::kRouter, n_tokens)) {
-  } else if (block_router_applies(l, n_tokens, l2)) {
-    launch_router_block(l, x, n_tokens, tile, w, stream, in_norm);
-  } else if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) {
-    launch_group(l, n_tokens, tile, w, stream);
+  if (!debug_skip(SkipStage::kRouter, n_tokens)) {
+    if (block_router_applies(n_tokens, l2)) launch_router_block(l, x, n_tokens, tile, w, stream, in_norm);
+    else if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) launch_group(l, n_tokens, tile, w, stream);
   }
   if (!debug_skip(SkipStage::kGateUp, n_tokens)) launch_gate_up_swiglu(l, n_tokens, tile, w, stream, l2.any());
   // Decode with MODELSERVE_MOE_COMBINE_TAIL=1: the down kernel's last block runs the combine (one launch less).
+  const bool skip_combine = debug_skip(SkipStage::kCombine, n_tokens);
   const CombineArgs tail = combine_args(l, residual, w, next_norm);
-  const bool fuse_combine = combine_tail_switch() && !debug_skip(SkipStage::kCombine, n_tokens);
   bool combined = false;
   if (!debug_skip(SkipStage::kDown, n_tokens))
-    combined = launch_down(l, n_tokens, tile, w, stream, l2.any(), fuse_combine ? &tail : nullptr);
-  if (!combined && !debug_skip(SkipStage::kCombine, n_tokens))
-    launch_combine(l, n_tokens, residual, w, stream, next_norm);
+    combined = launch_down(l, n_tokens, tile, w, stream, l2.any(), combine_tail_switch() && !skip_combine ? &tail : nullptr);
+  if (!combined && !skip_combine) launch_combine(l, n_tokens, residual, w, stream, next_norm);
 }
 
 }  // namespace ms::cuda

@@ -165,8 +165,9 @@ size_t block_router_smem(int nt, int hidden, int n_experts, int k) {
 
 }  // namespace
 
-bool block_router_applies(const MoeLayer &l, int n_tokens, const MoeL2Prefetch &l2) {
-  return block_router_switch() && n_tokens >= 1 && n_tokens <= kTokens && !l2.any() && l.n_experts <= 32 * kMaxExpertsPerLane;
+// Every validated layer fits (n_experts <= 256 = 32 lanes x kMaxExpertsPerLane).
+bool block_router_applies(int n_tokens, const MoeL2Prefetch &l2) {
+  return block_router_switch() && n_tokens >= 1 && n_tokens <= kTokens && !l2.any();
 }
 
 void prepare_block_router(const MoeLayer &l) {
