@@ -97,7 +97,12 @@ std::vector<std::vector<ms_event>> run(FakeExecutor &exec, const std::vector<Kin
     std::vector<uint64_t> ids;
     {
         Engine engine(exec, params(16), &Events::on_events, &ev);
+        // Every request is queued before the engine's steps go on (a step taken meanwhile is held), so they share
+        // steps whatever the machine's scheduling: on two busy cores the first requests could otherwise finish
+        // before the later ones were submitted, and no step would mix device and host rows.
+        exec.pause();
         for (size_t i = 0; i < kinds.size(); ++i) ids.push_back(engine.submit(make(prompts[i], max_tokens, kinds[i], 1000 + i)));
+        exec.resume();
         ev.wait(kinds.size());
     }
     std::vector<std::vector<ms_event>> out;
