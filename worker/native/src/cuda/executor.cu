@@ -47,8 +47,7 @@ void validate_kernel_switches() {
                              "MODELSERVE_CUDA_GEMM_SPLIT", "MODELSERVE_MOE_MID_TILE",
                              "MODELSERVE_MOE_PREFILL_V2", "MODELSERVE_CUDA_MOE_NORM_FUSED",
                              "MODELSERVE_CUDA_L2_PREFETCH", "MODELSERVE_CUDA_L2_PREFETCH_LAST",
-                             "MODELSERVE_CUDA_QKV_ROPE_FUSED", "MODELSERVE_CUDA_ROPE_SPREAD",
-                             "MODELSERVE_MOE_COMBINE_TAIL", "MODELSERVE_MOE_ROUTER_BLOCK"})
+                             "MODELSERVE_CUDA_ROPE_SPREAD", "MODELSERVE_MOE_COMBINE_TAIL"})
         env_switch(name, false);
     debug_skip(SkipStage::kQkv, 1);  // parses MODELSERVE_CUDA_DEBUG_SKIP (an unknown stage name throws)
     env_choice("MODELSERVE_MOE_TOKEN_TILE", 0, {8, 16, 64, 128});
@@ -419,14 +418,9 @@ void CudaExecutor::enqueue(int T, int R, int n_seqs, const KvStorage &kv, Output
         pk.table_off = d_table_off + size_t(g) * n_seqs;
 
         if (l == 0) rmsnorm(x_, nullptr, T, H, L.attn_norm, eps, h_, s);  // later layers: by the previous MoE combine
-        if (qkv_rope_kv_enabled() && qkv_rope_kv_fusable(T, H, hd)) {  // decode, opt-in: one kernel (qkv_rope_kv.cu)
-            if (!debug_skip(SkipStage::kQkv, T))
-                qkv_rope_kv(h_, T, H, L.qkv_w, L.qkv_b, nh, nkv, hd, cs_, d_pos, d_seq, pk, qkv_, s);
-        } else {
-            if (!debug_skip(SkipStage::kQkv, T))
-                matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, mm_split_, s);
-            if (!debug_skip(SkipStage::kRope, T)) rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
-        }
+        if (!debug_skip(SkipStage::kQkv, T))
+            matmul_bf16(h_, T, H, L.qkv_w, L.qkv_b, QKV, qkv_, false, exact, xb_, mm_split_, s);
+        if (!debug_skip(SkipStage::kRope, T)) rope_and_kv_write(qkv_, T, nh, nkv, hd, cs_, d_pos, d_seq, pk, s);
         mark(1);
         if (!debug_skip(SkipStage::kAttn, T))
             paged_attention(qkv_, T, nh, nkv, hd, L.sinks, scale, c.is_sliding(l) ? c.sliding_window : 0, d_pos, d_seq,

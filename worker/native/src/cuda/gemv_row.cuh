@@ -1,5 +1,5 @@
-// One output row of a bf16 GEMV for NT tokens, one warp: the inner loop shared by the plain GEMV (matmul_bf16.cu) and
-// the q/k/v projection fused with RoPE and the KV write (qkv_rope_kv.cu), so that both give the same bits.
+// One output row of a bf16 GEMV for NT tokens, one warp: the inner loop of the decode GEMV (matmul_bf16.cu), kept
+// apart so that a kernel fusing a GEMV with its epilogue gets the same bits.
 #pragma once
 
 #include <cstdint>

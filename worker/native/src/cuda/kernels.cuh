@@ -55,16 +55,6 @@ struct PagedKv {
 void rope_and_kv_write(float *qkv, int T, int nh, int nkv, int hd, const float *cos_sin, const int32_t *pos,
                        const int32_t *seq, const PagedKv &kv, cudaStream_t s);
 
-// The decode-step (1..8 tokens) q/k/v projection fused with the above (qkv_rope_kv.cu): qkv = x * w^T + bias, then
-// the same rotation and cache write, with the same bits as matmul_bf16 + rope_and_kv_write. qkv_rope_kv_fusable says
-// whether the shape allows it (T <= 8, K % 8 == 0, head_dim % 8 == 0; qkv_rope_kv throws MS_ERR_INVALID_ARGUMENT
-// otherwise); the executor uses it when qkv_rope_kv_enabled() (MODELSERVE_CUDA_QKV_ROPE_FUSED=1, off by default).
-bool qkv_rope_kv_enabled();
-bool qkv_rope_kv_fusable(int T, int K, int hd);
-void qkv_rope_kv(const float *x, int T, int K, const uint16_t *w, const float *bias, int nh, int nkv, int hd,
-                 const float *cos_sin, const int32_t *pos, const int32_t *seq, const PagedKv &kv, float *qkv,
-                 cudaStream_t s);
-
 // Paged attention with per-head sinks and an optional sliding window: token t (sequence seq[t], position pos[t])
 // attends keys max(0, pos - window + 1) .. pos (window 0 = full causal). out: [T][nh * hd].
 // The plan: query_tile consecutive tokens per block (8 for prefill chunks: runs of one sequence share each staged key

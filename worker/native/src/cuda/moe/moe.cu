@@ -95,7 +95,6 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
   // Kernel set-up (shared-memory opt-in, occupancy) happens here, outside any graph capture.
   moe::prepare_decode(l.hidden, l.inter, max_tokens);
   moe::prepare_prefill();
-  moe::prepare_block_router(l);
   return moe::carve_workspace(l, max_tokens, nullptr).bytes;
 }
 
@@ -113,8 +112,7 @@ void moe_forward(const MoeLayer &l, const float *x, int n_tokens, float *residua
   const Workspace w = carve_workspace(l, n_tokens, workspace);
   const int tile = choose_token_tile(n_tokens, l.top_k, l.n_experts);
   if (!debug_skip(SkipStage::kRouter, n_tokens)) {
-    if (block_router_applies(n_tokens, l2)) launch_router_block(l, x, n_tokens, tile, w, stream, in_norm);
-    else if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) launch_group(l, n_tokens, tile, w, stream);
+    if (!launch_router_topk(l, x, n_tokens, tile, w, stream, in_norm, l2)) launch_group(l, n_tokens, tile, w, stream);
   }
   if (!debug_skip(SkipStage::kGateUp, n_tokens)) launch_gate_up_swiglu(l, n_tokens, tile, w, stream, l2.any());
   // Decode with MODELSERVE_MOE_COMBINE_TAIL=1: the down kernel's last block runs the combine (one launch less).

@@ -52,12 +52,6 @@ bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int tok
                         cudaStream_t stream, const MoeInputNorm &in_norm = MoeInputNorm{},
                         const MoeL2Prefetch &l2 = MoeL2Prefetch{});
 void launch_group(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
-// Decode steps (<= 8 tokens, no L2 hints, MODELSERVE_MOE_ROUTER_BLOCK=1): router + top-k + grouping in one block
-// (moe_router_block.cu) instead of the cluster kernel. prepare_block_router: shared-memory opt-in, outside capture.
-bool block_router_applies(int n_tokens, const MoeL2Prefetch &l2);
-void prepare_block_router(const MoeLayer &l);
-void launch_router_block(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
-                         cudaStream_t stream, const MoeInputNorm &in_norm);
 // evict_first: the decode kernel (token tile 8) streams the expert weights with an L2 evict_first policy.
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
                            bool evict_first = false);

@@ -51,9 +51,10 @@ struct DecodeSmem {  // byte offsets
 // The down kernel's tail: every block counts itself finished; the last one (its writes and everyone's visible after
 // the fences) runs the combine, which reads all of dn, and leaves the counter at zero for the next launch. Only
 // with kCombineThreads threads per block (8 warps), so that the next norm's reduction order is the combine kernel's.
-// Opt-in (MODELSERVE_MOE_COMBINE_TAIL=1): in its one H100 run the tail matched the combine kernel bitwise
-// (moe_combine_tail_test.cu), yet the MoeL2Hints test in the same process died with "illegal instruction" (the tail on,
-// L2 hints on, inter 2880); not yet explained.
+// Opt-in (MODELSERVE_MOE_COMBINE_TAIL=1): on an H100 the tail matches the combine kernel bitwise
+// (moe_combine_tail_test.cu) and every model test passes with it, but the two tests that also turn on the L2 hints
+// (MoeL2Hints, CudaExecutorMoeOptions.FusedNormAndL2PrefetchKeepTheLogits) fail with "illegal instruction", each in
+// its own process (sessions 9 and 10); not yet explained.
 template <int kWarps>
 __device__ void combine_tail(const MatmulArgs &a) {
   static_assert(kWarps * 32 == kCombineThreads, "the tail reduces as the combine kernel does");
