@@ -19,8 +19,13 @@
 // Usage: npx tsx operator/test/gateway-bench.ts [--concurrency 200] [--probes 24] [--samples 1000] [--rounds 2]
 //   [--max-tokens 128 (rounds: 16)] [--probe-max-tokens 2] [--worker-threads 1] [--baseline DIR]
 //   [--method probes|rounds] [--pattern steady|burst] [--per-stream 2]
+//   [--worker-entry FILE] [--gateway-entry FILE] [--checkpoint DIR] [--run-dir DIR]
 // Environment: GATEWAY_BENCH_BASELINE=DIR is --baseline DIR (for `make bench-gateway`); GATEWAY_BENCH_PROF_DIR=DIR
 // writes CPU profiles of the gateway(s) (node --cpu-prof) into DIR.
+// On a machine without node_modules (hack/gpu/latency-bench.sh): --worker-entry and --gateway-entry name bundles (a
+// .ts entry runs through tsx, as the defaults worker/src/main.ts and operator/src/gateway/main.ts do), --checkpoint a
+// tiny-harmony checkpoint made there (default: the cached one, made by worker/native/build/make_checkpoint), --run-dir
+// where the worker's and gateways' logs go (default: a new folder under .tmp/runs).
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -55,6 +60,11 @@ const { values } = parseArgs({
     'probe-max-tokens': { type: 'string', default: '2' },
     // One engine thread leaves the other core(s) to the client, the gateway and the worker's event loop.
     'worker-threads': { type: 'string', default: '1' },
+    'worker-entry': { type: 'string' },
+    // The gateway under test; a --baseline gateway always runs from its checkout's sources.
+    'gateway-entry': { type: 'string' },
+    checkpoint: { type: 'string' },
+    'run-dir': { type: 'string' },
   },
   allowNegative: true,
 });
@@ -179,17 +189,18 @@ interface GatewayUnderTest {
 }
 
 async function main(): Promise<void> {
-  const dir = runDir('bench-gateway');
+  const dir = values['run-dir'] ? path.resolve(values['run-dir']) : runDir('bench-gateway');
+  fs.mkdirSync(dir, { recursive: true });
   const workerPort = await freePort();
-  const node = (root: string, script: string, args: string[]): [string, string[]] => [
+  // TypeScript through tsx, a bundle as it is.
+  const entry = (file: string): string[] => (file.endsWith('.ts') ? ['--import', 'tsx', file] : [file]);
+  const node = (script: string, args: string[]): [string, string[]] => [
     process.execPath,
     [
       ...(process.env.GATEWAY_BENCH_PROF_DIR
         ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GATEWAY_BENCH_PROF_DIR}`]
         : []),
-      '--import',
-      'tsx',
-      path.join(root, script),
+      ...entry(script),
       ...args,
     ],
   ];
@@ -198,11 +209,11 @@ async function main(): Promise<void> {
     'worker',
     process.execPath,
     [
-      '--import',
-      'tsx',
-      path.join(repoRoot, 'worker/src/main.ts'),
+      ...entry(
+        values['worker-entry'] ? path.resolve(values['worker-entry']) : path.join(repoRoot, 'worker/src/main.ts'),
+      ),
       '--model',
-      tinyCheckpoint(),
+      values.checkpoint ? path.resolve(values.checkpoint) : tinyCheckpoint(),
       '--served-model-name',
       'tiny',
       '--host',
@@ -224,11 +235,11 @@ async function main(): Promise<void> {
     ],
     { dir, cwd: repoRoot },
   ).start();
-  const startGateway = async (label: string, root: string): Promise<GatewayUnderTest> => {
+  const startGateway = async (label: string, script: string): Promise<GatewayUnderTest> => {
     const port = await freePort();
     const proc = new ManagedProcess(
       `gateway-${label}`,
-      ...node(root, 'operator/src/gateway/main.ts', [
+      ...node(script, [
         '--host',
         '127.0.0.1',
         '--port',
@@ -246,8 +257,14 @@ async function main(): Promise<void> {
     ).start();
     return { label, proc, port };
   };
-  const gateways = [await startGateway('this', repoRoot)];
-  if (values.baseline) gateways.push(await startGateway('baseline', path.resolve(values.baseline)));
+  const gateway = 'operator/src/gateway/main.ts';
+  const gateways = [
+    await startGateway(
+      'this',
+      values['gateway-entry'] ? path.resolve(values['gateway-entry']) : path.join(repoRoot, gateway),
+    ),
+  ];
+  if (values.baseline) gateways.push(await startGateway('baseline', path.join(path.resolve(values.baseline), gateway)));
   try {
     await waitFor(async () => (worker.assertRunning(), (await fetch(`http://127.0.0.1:${workerPort}/ready`)).ok), {
       timeoutMs: 120_000,
