@@ -119,10 +119,14 @@ function main(): void {
       const options = optionsFor(speed, coldStartS);
       const started = Date.now();
       const countsOnly = { serviceRate: true, tokens: false };
+      // What loop.ts feeds: the prompt-token signals, with spec.autoscaling.prefillTokensPerSecond set to one
+      // replica's prefill rate from the worker model (the engine's benchmark); ours-measured leaves it unset (the
+      // policy measures the rate), ours-counts leaves the token signals out (the loop before they were wired).
+      const oursConfig = { ...OURS_CONFIG, prefillTokensPerSecond: perReplica };
       const results = [
-        oursPolicy(OURS_CONFIG, 'ours', countsOnly),
-        // The prompt-token view, with one replica's prefill rate from the worker model (the engine's benchmark).
-        oursPolicy({ ...OURS_CONFIG, prefillTokensPerSecond: perReplica }, 'ours+tokens'),
+        oursPolicy(oursConfig, 'ours'),
+        oursPolicy(OURS_CONFIG, 'ours-measured'),
+        oursPolicy(OURS_CONFIG, 'ours-counts', countsOnly),
         staticPolicy(`static-peak(${sizes.peak})`, sizes.peak),
         staticPolicy(`static-mean(${sizes.mean})`, sizes.mean),
         hpaPolicy(),
@@ -130,7 +134,7 @@ function main(): void {
         staticPolicy(`static-burst(${sizes.burst})`, sizes.burst),
       ].map((p) => simulate(trace, p, options));
       if (standbys > 0) {
-        const policy = oursPolicy(OURS_CONFIG, `ours+standby(${standbys})`, countsOnly);
+        const policy = oursPolicy(oursConfig, `ours+standby(${standbys})`);
         results.push(simulate(trace, policy, { ...options, standbyReplicas: standbys }));
       }
       const elapsed = (Date.now() - started) / 1000;
@@ -138,11 +142,12 @@ function main(): void {
       console.log('| policy | TTFT<=2s % | p95 TTFT s | p99 TTFT s | GPU-h | scale events | rejected | max replicas |');
       console.log('|---|---|---|---|---|---|---|---|');
       for (const r of results) console.log(row(r));
-      const peak = results[2]!;
-      const dynamic = results.slice(4, 6);
+      const named = (prefix: string) => results.find((r) => r.policy.startsWith(prefix))!;
+      const peak = named('static-peak');
+      const burstSized = named('static-burst');
+      const dynamic = [named('hpa-util'), named('knative-kpa')];
       console.log('');
-      const burstSized = results[6]!;
-      for (const ours of [results[0]!, results[1]!, ...results.slice(7)]) {
+      for (const ours of results.filter((r) => r.policy.startsWith('ours'))) {
         const dominatedBy = dynamic
           .filter((r) => r.sloAttainment > ours.sloAttainment && r.gpuHours < ours.gpuHours)
           .map((r) => r.policy);

@@ -34,9 +34,9 @@ export interface OursSignals {
 
 /**
  * The real policy, ticking every 2 s on the simulated signals; pods never stay Pending (an unlimited GPU pool).
- * Without `tokens` it sees what loop.ts feeds it today (request counts, finished requests/s, TTFT p95); with them
- * also the prompt tokens queued and finished per second (signals the loop does not read yet). It always sees the
- * loaded standbys (0 without any).
+ * With the defaults it sees what loop.ts feeds it: request counts, finished requests/s, TTFT p95, the prompt tokens
+ * queued (gateway + workers, until their first token) and prefilled per second, and the loaded standbys (0 without
+ * any). `tokens: false` leaves the prompt-token signals out (the count-only policy that ran before they were wired).
  */
 export function oursPolicy(
   config: PolicyConfig = OURS_CONFIG,

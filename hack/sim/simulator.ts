@@ -31,13 +31,16 @@ export interface ClusterView {
    * worker's arrival, vLLM's buckets) and histogram_quantile's interpolation; undefined without samples.
    */
   ttftP95Ms?: number;
-  /** Prompt tokens of the requests in the gateway queue and not yet started on the workers. */
+  /**
+   * Prompt tokens of the requests in the gateway queue and of those on the workers without a first token yet (the
+   * gateway's queue-token entries + modelserve:num_prompt_tokens_waiting).
+   */
   queuedPromptTokens: number;
   /** Mean fraction of time the ready replicas were stepping since this policy's previous tick. */
   busyFraction: number;
   /** Requests finished per second since this policy's previous tick (the workers' request counters). */
   completedPerSecond: number;
-  /** Prompt tokens of the requests finished per second since the previous tick (vllm:prompt_tokens_total). */
+  /** Prompt tokens prefilled per second since the previous tick (vllm:prompt_tokens_total, moved at first tokens). */
   promptTokensPerSecond: number;
 }
 
@@ -271,6 +274,8 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
   const finishStep = (r: Replica, t: number, seconds: number, plan: StepPlan) => {
     r.stepping = false;
     r.busyS += seconds;
+    // The loop scrapes ready pods only, so a draining replica's counters are not seen.
+    const scraped = r.state !== 'draining';
     for (const { seq: s, prefill } of plan) {
       if (prefill === 0) {
         s.decodeLeft -= 1;
@@ -282,6 +287,8 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
         // The prefill's last step samples the first token.
         s.firstToken = t;
         s.decodeLeft -= 1;
+        // The worker counts a prompt's tokens at its first token (worker/src/sequences.ts).
+        if (scraped) promptTokensDone += s.context;
         const ttft = t - s.arrival;
         ttfts.push(ttft);
         recentFirst.push({ t, ttft: t - (s.dispatched ?? s.arrival) });
@@ -289,10 +296,6 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
       }
     }
     const before = r.seqs.length;
-    // The worker counts a request's prompt tokens when it finishes (worker/src/sequences.ts); the loop scrapes ready
-    // pods only, so a draining replica's counters are not seen.
-    const scraped = r.state !== 'draining';
-    if (scraped) for (const s of r.seqs) if (s.decodeLeft <= 0 && s.prefillLeft === 0) promptTokensDone += s.context;
     r.seqs = r.seqs.filter((s) => s.decodeLeft > 0 || s.prefillLeft > 0);
     if (scraped) completed += before - r.seqs.length;
     if (r.state === 'draining' && r.seqs.length === 0) {
@@ -343,10 +346,9 @@ export function simulate(trace: TraceRequest[], policy: SimPolicy, o: SimOptions
     for (const r of ready)
       for (const s of r.seqs) {
         if (s.started) running++;
-        else {
-          waiting++;
-          queuedPromptTokens += s.context;
-        }
+        else waiting++;
+        // The worker's gauge holds a prompt until its first token, a chunked prefill in progress included.
+        if (s.firstToken === undefined) queuedPromptTokens += s.context;
       }
     const elapsed = Math.max(1e-9, t - lastTick);
     const busy = ready.length

@@ -107,6 +107,12 @@ describe('ModelDeployment validation by the API server', () => {
     await reject({ engine: { maxSeqs: 512, maxBatchedTokens: 256 } }, /spec\.engine\.maxBatchedTokens/);
     await reject({ replicas: -1 }, /spec\.replicas/);
     await reject(
+      { autoscaling: { prefillTokensPerSecond: 0 } },
+      /spec\.autoscaling\.prefillTokensPerSecond/,
+      /should be greater than or equal to 1/,
+    );
+    await reject({ autoscaling: { prefillTokensPerSecond: -5 } }, /spec\.autoscaling\.prefillTokensPerSecond/);
+    await reject(
       { model: { name: 'm', source: 'file:///x', sha256: { 'a.safetensors': 'xyz' } } },
       /spec\.model\.sha256/,
     );
@@ -117,6 +123,19 @@ describe('ModelDeployment validation by the API server', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/queueDepthPerReplica/);
     expect(r.stdout).toMatch(/Waiting requests per ready replica/);
+    expect(r.stdout).toMatch(/prefillTokensPerSecond/);
+    expect(r.stdout).toMatch(/from the engine benchmark/);
+  });
+
+  it('accepts a positive prefillTokensPerSecond', async () => {
+    const r = await applyManifest(
+      cp,
+      modelDeploymentManifest('prefill', { autoscaling: { prefillTokensPerSecond: 27805 } }),
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = JSON.parse((await cp.kubectl(['get', 'mdep', 'prefill', '-o', 'json'])).stdout);
+    expect(got.spec.autoscaling.prefillTokensPerSecond).toBe(27805);
   });
 
   it('serves the printer columns and the short name', async () => {

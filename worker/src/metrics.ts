@@ -41,6 +41,8 @@ export class WorkerMetrics {
   readonly startupSeconds: Gauge<'model_name'>;
   /** Last engine totals seen, to turn the engine's cumulative counts into counter increments. */
   private lastEngine = { queries: 0, hits: 0, preemptions: 0 };
+  /** Prompt tokens of the sequences that have no first token yet (modelserve:num_prompt_tokens_waiting). */
+  private promptTokensWaiting = 0;
 
   constructor(modelName: string, sources: WorkerMetricsSources) {
     this.labels = { model_name: modelName };
@@ -64,6 +66,21 @@ export class WorkerMetrics {
       registers,
       collect() {
         this.set(labels, sources.admissionWaiting() + (stats()?.waiting ?? 0));
+      },
+    });
+    // The autoscaler's token view (docs/autoscaler.md): prefill work ahead of a new prompt. A sequence counts from
+    // its arrival until its first token, so a prompt in the admission queue, in the engine's queue or in a chunked
+    // prefill counts whole: the engine does not tell JS when a prefill begins, and a 30,000-token prompt part-way
+    // through its chunks is still work between the queue and the next first token. vLLM has no such gauge, hence the
+    // modelserve: prefix in vLLM's style.
+    const waitingPrompt = (): number => this.promptTokensWaiting;
+    new Gauge({
+      name: 'modelserve:num_prompt_tokens_waiting',
+      help: 'Prompt tokens of sequences waiting for their first token (admission queue, engine queue, prefill).',
+      labelNames,
+      registers,
+      collect() {
+        this.set(labels, waitingPrompt());
       },
     });
     new Gauge({
@@ -195,13 +212,31 @@ export class WorkerMetrics {
     this.startupSeconds.set(this.labels, processSeconds);
   }
 
+  /** A sequence's prompt starts waiting for its prefill (until its first token or its end without one). */
+  addWaitingPrompt(tokens: number): void {
+    this.promptTokensWaiting += tokens;
+  }
+
+  /** The prompt got its first token, or its sequence ended without one (cancelled, refused, failed). */
+  removeWaitingPrompt(tokens: number): void {
+    this.promptTokensWaiting -= tokens;
+  }
+
+  /**
+   * A sequence's first token: its prompt is prefilled. vllm:prompt_tokens_total moves now, as vLLM v1 counts it (in
+   * the step that finishes the prefill), not when the request ends, so its rate() is the prefill rate the autoscaler
+   * sizes replicas with, even while long generations are still running.
+   */
+  observePrefilled(promptTokens: number): void {
+    this.promptTokens.inc(this.labels, promptTokens);
+  }
+
   /** One finished engine sequence; times in seconds (performance.now based), firstToken/submitted may be absent. */
   observeSequence(s: {
     arrival: number;
     submitted?: number;
     firstToken?: number;
     finished: number;
-    promptTokens: number;
     generatedTokens: number;
     reason: FinishedReason;
   }): void {
@@ -212,7 +247,6 @@ export class WorkerMetrics {
     if (s.submitted !== undefined && s.firstToken !== undefined) {
       this.prefillTime.observe(l, s.firstToken - s.submitted);
       this.decodeTime.observe(l, s.finished - s.firstToken);
-      this.promptTokens.inc(l, s.promptTokens);
     }
     if (s.generatedTokens > 0) this.generationTokens.inc(l, s.generatedTokens);
   }

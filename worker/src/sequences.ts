@@ -30,6 +30,8 @@ interface SequenceState {
   generated: number;
   cachedPromptTokens: number;
   finished: boolean;
+  /** Its prompt counts in the worker's waiting prompt tokens (from start() to its first token or its end). */
+  promptWaiting?: boolean;
 }
 
 const toMetricReason = (reason: FinishReason): FinishedReason => (reason === 'cancelled' ? 'abort' : reason);
@@ -92,6 +94,8 @@ export class SequenceRun {
    * synchronously finishes (handlers called) within this call too. */
   start(): void {
     this.sequences.forEach((seq) => {
+      seq.promptWaiting = true;
+      this.metrics.addWaitingPrompt(seq.request.prompt.length);
       const slot = this.cancelled ? undefined : this.admission.tryAcquire();
       if (slot) {
         this.submit(seq, slot);
@@ -159,6 +163,8 @@ export class SequenceRun {
       if (seq.firstToken === undefined) {
         seq.firstToken = now;
         seq.cachedPromptTokens = tokens[0]!.cachedPromptTokens ?? 0;
+        this.metrics.observePrefilled(seq.request.prompt.length);
+        this.stopWaiting(seq);
       }
       seq.lastBatch = now;
       seq.generated += tokens.length;
@@ -173,17 +179,23 @@ export class SequenceRun {
     if (!seq.finished && last?.finishReason) this.finish(seq, last.finishReason, last.message);
   }
 
+  private stopWaiting(seq: SequenceState): void {
+    if (!seq.promptWaiting) return;
+    seq.promptWaiting = false;
+    this.metrics.removeWaitingPrompt(seq.request.prompt.length);
+  }
+
   private finish(seq: SequenceState, reason: FinishReason, message?: string): void {
     if (seq.finished) return;
     seq.finished = true;
     seq.slot?.release();
     const now = performance.now();
+    this.stopWaiting(seq);
     this.metrics.observeSequence({
       arrival: this.arrival / 1000,
       submitted: seq.submitted !== undefined ? seq.submitted / 1000 : undefined,
       firstToken: seq.firstToken !== undefined ? seq.firstToken / 1000 : undefined,
       finished: now / 1000,
-      promptTokens: seq.request.prompt.length,
       generatedTokens: seq.generated,
       reason: toMetricReason(reason),
     });

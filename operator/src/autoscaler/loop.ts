@@ -1,5 +1,6 @@
 // The autoscaler loop: leader-only, every tick (2 s) and on every wake message, per ModelDeployment with
-// spec.autoscaling.enabled: read the gateway queue (Redis), the pods and the ready workers' /metrics, evaluate the
+// spec.autoscaling.enabled: read the gateway queue and its prompt tokens (Redis), the pods and the ready workers'
+// /metrics (requests and prompt tokens waiting, counters turned into rates between ticks), evaluate the
 // schedules, run the pure policy with the state kept in Redis, write spec.replicas through the /scale subresource
 // (unless mode is Shadow), and record an Event, a status.scalingHistory entry, status.signals and the SLOMet and
 // ScalingLimited conditions (server-side apply under its own field manager, so the reconciler's status is untouched).
@@ -81,6 +82,7 @@ export function policyConfig(mdep: ModelDeployment, tuning: Partial<typeof DEFAU
     ...(a.maxGPUs !== undefined ? { maxGPUs: a.maxGPUs } : {}),
     gpusPerReplica: mdep.spec.resources.gpus,
     queueDepthPerReplica: a.queueDepthPerReplica,
+    ...(a.prefillTokensPerSecond !== undefined ? { prefillTokensPerSecond: a.prefillTokensPerSecond } : {}),
     ...(a.slo ? { slo: a.slo } : {}),
     scaleUpStabilizationSeconds: a.scaleUpStabilizationSeconds,
     scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds,
@@ -249,10 +251,13 @@ export class Autoscaler {
 
     let signalsAvailable = true;
     let gatewayQueue = 0;
+    let gatewayPromptTokens: number | undefined;
     let stored: StoredState | undefined;
     try {
       if (!this.redis) throw new Error('not started');
-      gatewayQueue = (await readGatewayQueue(this.redis, ns, spec.model.name, nowMs)).waiting;
+      const queue = await readGatewayQueue(this.redis, ns, spec.model.name, nowMs);
+      gatewayQueue = queue.waiting;
+      gatewayPromptTokens = queue.promptTokens;
       stored = parseStored(await this.redis.get(stateKey(ns, name)), (why) =>
         this.warnOnce(`state/${k}`, 'discarding unreadable autoscaler state', { model: k, error: why }),
       );
@@ -272,6 +277,16 @@ export class Autoscaler {
       this.warnOnce(`schedule/${k}/${err.message}`, 'schedule skipped', { model: k, error: err.message }, 600_000);
     }
     const config = policyConfig(mdep, this.o.tuning);
+    // The token view needs both: prompt tokens waiting anywhere (gateway estimate + workers' gauge) and the rate the
+    // workers prefill them at. Either unknown (an older gateway or worker, a first scrape): request counts decide.
+    const queuedPromptTokens =
+      gatewayPromptTokens !== undefined && scraped.waitingPromptTokens !== undefined
+        ? gatewayPromptTokens + scraped.waitingPromptTokens
+        : undefined;
+    const tokenSignals =
+      queuedPromptTokens !== undefined && scraped.promptTokensPerSecond !== undefined
+        ? { queuedPromptTokens, promptTokensPerSecond: scraped.promptTokensPerSecond }
+        : {};
     const input = {
       config,
       currentReplicas: current,
@@ -283,6 +298,7 @@ export class Autoscaler {
       ...(p95.ttftMs !== undefined ? { ttftP95Ms: p95.ttftMs } : {}),
       ...(p95.itlMs !== undefined ? { itlP95Ms: p95.itlMs } : {}),
       ...(scraped.completedPerSecond !== undefined ? { completedPerSecond: scraped.completedPerSecond } : {}),
+      ...tokenSignals,
       ...(counts.standbyReady > 0 ? { standbyReady: counts.standbyReady } : {}),
       scheduleFloor: floor.floor,
       signalsAvailable,
@@ -353,7 +369,16 @@ export class Autoscaler {
     mdep: ModelDeployment,
     ready: V1Pod[],
     nowMs: number,
-  ): Promise<{ waiting: number; running: number; tokensPerSecond?: number; completedPerSecond?: number }> {
+  ): Promise<{
+    waiting: number;
+    running: number;
+    tokensPerSecond?: number;
+    completedPerSecond?: number;
+    /** undefined when a worker with waiting requests does not export the gauge (it predates it). */
+    waitingPromptTokens?: number;
+    /** 0 without ready workers; undefined until a worker's counter has been read twice. */
+    promptTokensPerSecond?: number;
+  }> {
     const window = this.windows.get(k) ?? new LatencyWindow(this.o.latencyWindowMs ?? 20_000);
     this.windows.set(k, window);
     let waiting = 0;
@@ -362,6 +387,9 @@ export class Autoscaler {
     let tokenSeconds = 0;
     let finished = 0;
     let finishedSeconds = 0;
+    let waitingPromptTokens: number | undefined = 0;
+    let prompt = 0;
+    let promptSeconds = 0;
     const alive = new Set<string>();
     await Promise.all(
       ready.map(async (pod) => {
@@ -373,6 +401,9 @@ export class Autoscaler {
           const m = await scrapeWorker(url, mdep.spec.model.name, this.o.scrapeTimeoutMs ?? 1000);
           waiting += m.waiting;
           running += m.running;
+          if (m.waitingPromptTokens !== undefined) {
+            if (waitingPromptTokens !== undefined) waitingPromptTokens += m.waitingPromptTokens;
+          } else if (m.waiting > 0) waitingPromptTokens = undefined;
           window.record(podName, nowMs, m);
           const tokenRate = this.rate(`${k}/${podName}/tokens`, m.generationTokens, nowMs);
           if (tokenRate) {
@@ -383,6 +414,11 @@ export class Autoscaler {
           if (finishedRate) {
             finished += finishedRate.delta;
             finishedSeconds = Math.max(finishedSeconds, finishedRate.seconds);
+          }
+          const promptRate = this.rate(`${k}/${podName}/prompt`, m.promptTokens, nowMs);
+          if (promptRate) {
+            prompt += promptRate.delta;
+            promptSeconds = Math.max(promptSeconds, promptRate.seconds);
           }
         } catch (err) {
           this.warnOnce(`scrape/${k}/${podName}`, 'worker metrics unavailable', { pod: podName, error: String(err) });
@@ -399,6 +435,13 @@ export class Autoscaler {
       running,
       ...(tokenSeconds > 0 ? { tokensPerSecond: tokens / tokenSeconds } : {}),
       ...(finishedSeconds > 0 ? { completedPerSecond: finished / finishedSeconds } : {}),
+      ...(waitingPromptTokens !== undefined ? { waitingPromptTokens } : {}),
+      // No ready worker prefills nothing: a known 0, so a token backlog can size a scale from zero.
+      ...(promptSeconds > 0
+        ? { promptTokensPerSecond: prompt / promptSeconds }
+        : ready.length === 0
+          ? { promptTokensPerSecond: 0 }
+          : {}),
     };
   }
 

@@ -99,11 +99,15 @@ export interface PolicyInput {
   /** Requests the ready workers finished per second since the previous tick; undefined when unknown. */
   completedPerSecond?: number;
   /**
-   * Prompt tokens of the requests waiting (gateway queue + admitted, not started); undefined when unknown. With
-   * promptTokensPerSecond it turns on the token view.
+   * Prompt tokens of the requests waiting for their first token (the gateways' estimate of their queues + the
+   * workers' modelserve:num_prompt_tokens_waiting); undefined when unknown. With promptTokensPerSecond it turns on
+   * the token view.
    */
   queuedPromptTokens?: number;
-  /** Prompt tokens the ready workers finished per second since the previous tick (vllm:prompt_tokens_total). */
+  /**
+   * Prompt tokens the ready workers prefilled per second since the previous tick (vllm:prompt_tokens_total, counted
+   * at each sequence's first token); 0 with no ready worker.
+   */
   promptTokensPerSecond?: number;
   /** Standby replicas loaded and ready to be promoted (spec.prewarm.standbyReplicas); undefined means none. */
   standbyReady?: number;
@@ -468,8 +472,8 @@ function tokenView(
   const done = finite(input.promptTokensPerSecond);
   // Capacity is the highest rate seen while the replicas were saturated: prompts waited at both ticks, and more of
   // them than the interval's finished tokens (a backlog that kept every replica busy). A sample divides by every ready
-  // replica and the counter moves when requests finish, so single samples run low (hence the maximum) or, when many
-  // long prompts finish together, high (hence at most 1.5x the estimate per sample). Never decreasing, it settles
+  // replica and the counter moves when whole prefills finish, so single samples run low (hence the maximum) or, when
+  // many long prompts finish together, high (hence at most 1.5x the estimate per sample). Never decreasing, it settles
   // under constant load.
   const prevQueued = s.queuedTokens;
   const intervalS = prevQueued && nowMs > prevQueued[0] ? (nowMs - prevQueued[0]) / 1000 : 0;

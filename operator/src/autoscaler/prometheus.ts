@@ -53,6 +53,10 @@ export const METRIC = {
   ttft: 'vllm:time_to_first_token_seconds',
   itl: 'vllm:inter_token_latency_seconds',
   generationTokens: 'vllm:generation_tokens_total',
+  /** Counted at each sequence's first token (its prefill done), so its rate is prefill throughput. */
+  promptTokens: 'vllm:prompt_tokens_total',
+  /** Prompt tokens of the sequences without a first token yet (worker/src/metrics.ts). */
+  waitingPromptTokens: 'modelserve:num_prompt_tokens_waiting',
   /** The count of the end-to-end latency histogram: requests finished. */
   finished: 'vllm:e2e_request_latency_seconds_count',
 } as const;
@@ -68,6 +72,9 @@ export interface WorkerMetrics {
   itl: Buckets;
   generationTokens?: number;
   finishedRequests?: number;
+  promptTokens?: number;
+  /** Absent from workers that predate the gauge. */
+  waitingPromptTokens?: number;
 }
 
 /** The vLLM-named series of one model (label model_name) from one scrape; series of other models are ignored. */
@@ -92,6 +99,8 @@ export function workerMetrics(samples: Sample[], model: string): WorkerMetrics {
     itl: buckets(METRIC.itl),
     ...(has(METRIC.generationTokens) ? { generationTokens: sum(METRIC.generationTokens) } : {}),
     ...(has(METRIC.finished) ? { finishedRequests: sum(METRIC.finished) } : {}),
+    ...(has(METRIC.promptTokens) ? { promptTokens: sum(METRIC.promptTokens) } : {}),
+    ...(has(METRIC.waitingPromptTokens) ? { waitingPromptTokens: sum(METRIC.waitingPromptTokens) } : {}),
   };
 }
 

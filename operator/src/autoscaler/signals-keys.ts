@@ -9,10 +9,19 @@
 // A reader sums the fields younger than QUEUE_ENTRY_TTL_MS, so a gateway that died stops counting within seconds
 // (field-level expiry, HEXPIRE, needs Redis 7.4; the timestamp does the same job on any version).
 //
+// Queued prompt tokens: the same layout, in the same transaction as the queue length, under
+//   key   modelserve:queue-tokens:{namespace}/{model}
+//   value "<prompt tokens> <unixMs>"               (estimated prompt tokens of the requests waiting there)
+// The gateway has no tokenizer: the estimate is the prompts' UTF-8 bytes / 4 (gateway/requestBody.ts). A key of its
+// own rather than a third number in the queue entry: an autoscaler from before it reads "<waiting> <unixMs>" strictly
+// and deletes what it cannot parse, so during an upgrade it keeps reading the new gateways' lengths. A gateway from
+// before it writes no token field; the reader then reports the queued tokens as unknown (see sumQueuedPromptTokens).
+//
 // Wake: a gateway that queues a request for a model with no ready replica publishes on WAKE_CHANNEL a JSON
 // WakeMessage; the autoscaler runs that model's decision at once instead of waiting for its next tick.
 
 export const QUEUE_KEY_PREFIX = 'modelserve:queue:';
+export const QUEUE_TOKENS_KEY_PREFIX = 'modelserve:queue-tokens:';
 export const WAKE_CHANNEL = 'modelserve:wake';
 /** Autoscaler state (windows, panic, last scale) per ModelDeployment; written only by the leader. */
 export const STATE_KEY_PREFIX = 'modelserve:autoscaler:state:';
@@ -25,6 +34,8 @@ export const QUEUE_ENTRY_TTL_MS = 10_000;
 export const QUEUE_KEY_TTL_MS = 30_000;
 
 export const queueKey = (namespace: string, model: string): string => `${QUEUE_KEY_PREFIX}${namespace}/${model}`;
+export const queueTokensKey = (namespace: string, model: string): string =>
+  `${QUEUE_TOKENS_KEY_PREFIX}${namespace}/${model}`;
 export const stateKey = (namespace: string, name: string): string => `${STATE_KEY_PREFIX}${namespace}/${name}`;
 
 export function encodeQueueEntry(waiting: number, unixMs: number): string {
@@ -58,6 +69,34 @@ export function sumQueueEntries(
   return { waiting, gateways, stale };
 }
 
+/**
+ * Sum of the fresh token entries of the gateways whose queue entries (`lengths`, one queue hash) are fresh. undefined
+ * when a gateway with waiting requests reported no fresh token count (a gateway from before the token key): a partial
+ * sum would understate the backlog, and the policy then uses request counts. Stale or malformed token fields are
+ * listed for deletion.
+ */
+export function sumQueuedPromptTokens(
+  lengths: Record<string, string>,
+  tokens: Record<string, string>,
+  nowMs: number,
+  ttlMs = QUEUE_ENTRY_TTL_MS,
+): { promptTokens: number | undefined; stale: string[] } {
+  const fresh = (value: string | undefined) => {
+    const entry = value === undefined ? undefined : decodeQueueEntry(value);
+    return entry && nowMs - entry.unixMs <= ttlMs ? entry : undefined;
+  };
+  const stale = Object.keys(tokens).filter((field) => !fresh(tokens[field]));
+  let promptTokens: number | undefined = 0;
+  for (const [field, value] of Object.entries(lengths)) {
+    const length = fresh(value);
+    if (!length) continue;
+    const queued = fresh(tokens[field]);
+    if (queued) promptTokens = promptTokens === undefined ? undefined : promptTokens + queued.waiting;
+    else if (length.waiting > 0) promptTokens = undefined;
+  }
+  return { promptTokens, stale };
+}
+
 /** The few Redis commands the writer needs (ioredis' Redis satisfies it). */
 export interface QueueWriter {
   multi(): {
@@ -67,15 +106,24 @@ export interface QueueWriter {
   };
 }
 
-/** What a gateway calls: records its own queue length for one model. */
+/**
+ * What a gateway calls: records its own queue length for one model and, when given, the estimated prompt tokens of
+ * those requests (one transaction, one timestamp).
+ */
 export async function writeQueueLength(
   redis: QueueWriter,
-  p: { namespace: string; model: string; gatewayId: string; waiting: number; nowMs?: number },
+  p: { namespace: string; model: string; gatewayId: string; waiting: number; promptTokens?: number; nowMs?: number },
 ): Promise<void> {
   const key = queueKey(p.namespace, p.model);
+  const nowMs = p.nowMs ?? Date.now();
   const tx = redis.multi();
-  tx.hset(key, p.gatewayId, encodeQueueEntry(p.waiting, p.nowMs ?? Date.now()));
+  tx.hset(key, p.gatewayId, encodeQueueEntry(p.waiting, nowMs));
   tx.pexpire(key, QUEUE_KEY_TTL_MS);
+  if (p.promptTokens !== undefined) {
+    const tokensKey = queueTokensKey(p.namespace, p.model);
+    tx.hset(tokensKey, p.gatewayId, encodeQueueEntry(p.promptTokens, nowMs));
+    tx.pexpire(tokensKey, QUEUE_KEY_TTL_MS);
+  }
   await tx.exec();
 }
 

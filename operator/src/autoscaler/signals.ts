@@ -5,22 +5,36 @@ import type { Redis } from 'ioredis';
 import { ROLE_STANDBY, roleOf } from '../controller/standby.js';
 import { isPodReady } from '../controller/status.js';
 import { parsePrometheusText, workerMetrics, type WorkerMetrics } from './prometheus.js';
-import { queueKey, sumQueueEntries } from './signals-keys.js';
+import { queueKey, queueTokensKey, sumQueuedPromptTokens, sumQueueEntries } from './signals-keys.js';
 
 /** Pod annotation naming the port of /metrics when it is not the container port named http. */
 export const ANNOTATION_METRICS_PORT = 'serving.modelserve.dev/metrics-port';
 
+/**
+ * The gateways' queue: requests waiting, how many gateways reported, and the requests' estimated prompt tokens
+ * (undefined when a gateway with waiting requests reported none). Both hashes are read in one transaction, so a
+ * gateway's length and tokens are those of one write.
+ */
 export async function readGatewayQueue(
   redis: Redis,
   namespace: string,
   model: string,
   nowMs: number,
-): Promise<{ waiting: number; gateways: number }> {
+): Promise<{ waiting: number; gateways: number; promptTokens: number | undefined }> {
   const key = queueKey(namespace, model);
-  const entries = await redis.hgetall(key);
-  const { waiting, gateways, stale } = sumQueueEntries(entries, nowMs);
+  const tokensKey = queueTokensKey(namespace, model);
+  const replies = (await redis.multi().hgetall(key).hgetall(tokensKey).exec()) ?? [];
+  const hash = (i: number): Record<string, string> => {
+    const [err, value] = replies[i] ?? [new Error('no reply'), undefined];
+    if (err) throw err;
+    return (value ?? {}) as Record<string, string>;
+  };
+  const lengths = hash(0);
+  const { waiting, gateways, stale } = sumQueueEntries(lengths, nowMs);
+  const tokens = sumQueuedPromptTokens(lengths, hash(1), nowMs);
   if (stale.length) await redis.hdel(key, ...stale);
-  return { waiting, gateways };
+  if (tokens.stale.length) await redis.hdel(tokensKey, ...tokens.stale);
+  return { waiting, gateways, promptTokens: tokens.promptTokens };
 }
 
 export interface PodCounts {

@@ -99,9 +99,9 @@ export class Gateway {
     if (!state) {
       const { config } = this.deps;
       const pool = new WorkerPool({ maxInflightPerWorker: config.maxInflightPerWorker, loadFactor: config.loadFactor });
-      const queue = new ModelQueue(model, pool, { maxLength: config.queueMax }, (m, length) => {
+      const queue = new ModelQueue(model, pool, { maxLength: config.queueMax }, (m, length, promptTokens) => {
         const ref = { namespace: state!.namespace, model: m };
-        this.deps.signals.set(ref, length);
+        this.deps.signals.set(ref, length, promptTokens);
         // A model with nobody to serve it: tell the autoscaler now rather than at its next tick.
         if (length > 0 && pool.endpoints.length === 0) this.deps.signals.wake(ref, length);
       });
@@ -360,6 +360,7 @@ export class Gateway {
             timeoutMs: Math.max(0, deadline - performance.now()),
             signal,
             avoid,
+            promptTokens: facts.promptTokens,
           });
         } catch (err) {
           if (err instanceof QueueFullError) {

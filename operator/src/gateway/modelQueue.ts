@@ -36,6 +36,8 @@ export interface Lease extends Choice {
 
 interface Waiter {
   prefixKey: string | undefined;
+  /** Estimated prompt tokens, counted in queuedPromptTokens while it waits. */
+  promptTokens: number;
   avoid: ReadonlySet<string>;
   enqueuedAt: number;
   resolve(lease: Lease): void;
@@ -50,26 +52,33 @@ export interface QueueOptions {
 
 export class ModelQueue {
   private readonly waiters: Waiter[] = [];
+  private waitingTokens = 0;
 
   constructor(
     readonly model: string,
     readonly pool: WorkerPool,
     readonly options: QueueOptions,
-    /** Called whenever the number of waiting requests changes. */
-    private readonly onLengthChange: (model: string, length: number) => void = () => {},
+    /** Called whenever the number of waiting requests changes, with their estimated prompt tokens. */
+    private readonly onLengthChange: (model: string, length: number, promptTokens: number) => void = () => {},
   ) {}
 
   get length(): number {
     return this.waiters.length;
   }
 
+  /** Estimated prompt tokens of the waiting requests (the autoscaler's token view). */
+  get queuedPromptTokens(): number {
+    return this.waitingTokens;
+  }
+
   /**
    * A worker for one request. Waits at most `timeoutMs`; `signal` (the client's connection) cancels the wait. `avoid`
-   * lists workers that already failed this request (a retry).
+   * lists workers that already failed this request (a retry). `promptTokens` (the prompt's estimated tokens) is asked
+   * for only when the request has to wait.
    */
   acquire(
     prefixKey: string | undefined,
-    opts: { timeoutMs: number; signal?: AbortSignal; avoid?: ReadonlySet<string> },
+    opts: { timeoutMs: number; signal?: AbortSignal; avoid?: ReadonlySet<string>; promptTokens?: () => number },
   ): Promise<Lease> {
     const avoid = opts.avoid ?? new Set<string>();
     if (opts.signal?.aborted) return Promise.reject(new QueueAbortedError());
@@ -89,6 +98,7 @@ export class ModelQueue {
       );
       const waiter: Waiter = {
         prefixKey,
+        promptTokens: Math.max(0, opts.promptTokens?.() ?? 0),
         avoid,
         enqueuedAt,
         resolve,
@@ -100,17 +110,23 @@ export class ModelQueue {
       };
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(waiter);
-      this.onLengthChange(this.model, this.waiters.length);
+      this.waitingTokens += waiter.promptTokens;
+      this.changed();
     });
+  }
+
+  private changed(): void {
+    this.onLengthChange(this.model, this.waiters.length, this.waitingTokens);
   }
 
   private remove(waiter: Waiter, err: Error): void {
     const at = this.waiters.indexOf(waiter);
     if (at === -1) return;
     this.waiters.splice(at, 1);
+    this.waitingTokens -= waiter.promptTokens;
     waiter.cleanup();
     waiter.reject(err);
-    this.onLengthChange(this.model, this.waiters.length);
+    this.changed();
   }
 
   private lease(choice: Choice, queuedMs: number): Lease {
@@ -136,20 +152,22 @@ export class ModelQueue {
       const choice = this.pool.pick(head.prefixKey, head.avoid);
       if (!choice) break;
       this.waiters.shift();
+      this.waitingTokens -= head.promptTokens;
       head.cleanup();
       changed = true;
       head.resolve(this.lease(choice, performance.now() - head.enqueuedAt));
     }
-    if (changed) this.onLengthChange(this.model, this.waiters.length);
+    if (changed) this.changed();
   }
 
   /** Refuses every waiting request with `err` (shutdown, model deleted). */
   rejectAll(err: () => Error): void {
     const all = this.waiters.splice(0);
+    this.waitingTokens = 0;
     for (const w of all) {
       w.cleanup();
       w.reject(err());
     }
-    if (all.length > 0) this.onLengthChange(this.model, 0);
+    if (all.length > 0) this.changed();
   }
 }

@@ -1,4 +1,5 @@
-// Publishes this gateway's per-model queue lengths to Redis for the autoscaler (contract:
+// Publishes this gateway's per-model queue lengths, with the queued requests' estimated prompt tokens, to Redis for
+// the autoscaler (contract:
 // ../autoscaler/signals-keys.ts), on every change and at least every QUEUE_REFRESH_MS, and a wake message the moment a
 // request starts waiting for a model that has no ready worker. Redis being away costs nothing but a logged warning:
 // the next refresh after it comes back rewrites every length.
@@ -13,7 +14,7 @@ export interface QueueRef {
 }
 
 export class QueueSignals {
-  private readonly lengths = new Map<string, { ref: QueueRef; waiting: number }>();
+  private readonly lengths = new Map<string, { ref: QueueRef; waiting: number; promptTokens?: number }>();
   private readonly dirty = new Set<string>();
   private flushScheduled = false;
   private timer?: NodeJS.Timeout;
@@ -38,10 +39,13 @@ export class QueueSignals {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** Records a model's queue length; written to Redis at once (coalesced within one tick). */
-  set(ref: QueueRef, waiting: number): void {
+  /**
+   * Records a model's queue length and its requests' estimated prompt tokens (left out: not written, which the
+   * autoscaler reads as unknown); written to Redis at once (coalesced within one tick).
+   */
+  set(ref: QueueRef, waiting: number, promptTokens?: number): void {
     const k = `${ref.namespace}/${ref.model}`;
-    this.lengths.set(k, { ref, waiting });
+    this.lengths.set(k, { ref, waiting, ...(promptTokens !== undefined ? { promptTokens } : {}) });
     this.dirty.add(k);
     metrics.queueLength.set({ model: ref.model }, waiting);
     if (!this.flushScheduled) {
@@ -83,7 +87,12 @@ export class QueueSignals {
         const entry = this.lengths.get(k);
         if (!entry) return;
         try {
-          await writeQueueLength(redis, { ...entry.ref, gatewayId: this.gatewayId, waiting: entry.waiting });
+          await writeQueueLength(redis, {
+            ...entry.ref,
+            gatewayId: this.gatewayId,
+            waiting: entry.waiting,
+            ...(entry.promptTokens !== undefined ? { promptTokens: entry.promptTokens } : {}),
+          });
           // An idle model need not be refreshed forever: once a zero is written, stop carrying it.
           if (entry.waiting === 0 && this.lengths.get(k) === entry) this.lengths.delete(k);
         } catch (err) {

@@ -1,13 +1,19 @@
 // What the gateway needs from an OpenAI request body without understanding all of it: the model id, whether it
-// streams, the prefix that decides prefix-cache affinity, and the prompt's size for the up-front token estimate.
+// streams, the prefix that decides prefix-cache affinity, and the prompt's size for the up-front token estimates (the
+// rate limiter's charge, the queued prompt tokens the autoscaler reads).
 
 export interface RequestFacts {
   model: string;
   stream: boolean;
   /** The start of the rendered prompt (system messages, then the first other message), at most `prefixChars` long. */
   prefixKey: string;
-  /** Characters of prompt text, for the token estimate. */
+  /** Characters of prompt text, for the rate limiter's token estimate. */
   promptChars: number;
+  /**
+   * Estimated prompt tokens (see estimatePromptTokens), computed on the first call: only requests that wait in the
+   * queue need it.
+   */
+  promptTokens(): number;
   /** The prompt text for the audit log when prompt logging is on. */
   promptText(): string;
 }
@@ -20,6 +26,21 @@ export class BodyError extends Error {
     super(message);
     this.name = 'BodyError';
   }
+}
+
+/**
+ * The gateway has no tokenizer: a prompt's tokens are estimated as its UTF-8 bytes / 4 (o200k averages about 4 bytes
+ * of English or code per token; bytes rather than characters keep non-Latin scripts, at 2–3 bytes per character and
+ * about a token each, from being under-counted 3x). Chat templates add a few tokens per message, left out.
+ */
+export const estimatePromptTokens = (utf8Bytes: number): number => Math.ceil(utf8Bytes / 4);
+
+const utf8Bytes = (texts: string[]): number => texts.reduce((n, t) => n + Buffer.byteLength(t, 'utf8'), 0);
+
+/** f() once, on the first call. */
+function once(f: () => number): () => number {
+  let v: number | undefined;
+  return () => (v ??= f());
 }
 
 function contentText(content: unknown): string {
@@ -72,6 +93,7 @@ export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixC
       stream,
       prefixKey: rendered.slice(0, prefixChars),
       promptChars: messages.reduce((n, m) => n + m.text.length, 0),
+      promptTokens: once(() => estimatePromptTokens(utf8Bytes(messages.map((m) => m.text)))),
       promptText: () => messages.map((m) => `${m.role}: ${m.text}`).join('\n'),
     };
   }
@@ -89,6 +111,12 @@ export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixC
       typeof prompt === 'string' || typeof (prompt as unknown[])[0] === 'string'
         ? text.length
         : (prompt as number[]).length * 4,
+    // Token ids are counted exactly; text is estimated.
+    promptTokens: once(() =>
+      typeof prompt === 'string' || typeof (prompt as unknown[])[0] === 'string'
+        ? estimatePromptTokens(utf8Bytes([text]))
+        : (prompt as number[]).length,
+    ),
     promptText: () => text,
   };
 }
