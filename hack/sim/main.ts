@@ -2,8 +2,10 @@
 // TTFT SLO attainment, TTFT percentiles, GPU-hours, scale events and rejected requests; writes plots to .tmp/sim/.
 // First, per speed, the trace's bursts that no reactive policy serves (bursts.ts), then the policy tables.
 //   npx tsx hack/sim/main.ts [--trace FILE] [--speeds 1,2,5] [--cold-starts 30,5] [--standby 1] [--jitter-seed N]
-//     [--out .tmp/sim]
+//     [--out .tmp/sim] [--synthetic decode-heavy]
 // --jitter-seed N (N > 0) moves every arrival by up to ±0.25 s (seeded) before the replay, to show the replay's noise.
+// --synthetic decode-heavy replays a generated load of short prompts and long answers instead of the trace
+// (trace.ts: decodeHeavyTrace), where prompt tokens alone would size one replica.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +13,7 @@ import { hpaPolicy, knativePolicy, OURS_CONFIG, oursPolicy, staticPolicy } from 
 import { burstOutcomes, burstTable, findBursts, type StartupClasses } from './bursts.js';
 import { burstReport, plotHtml } from './report.js';
 import { simulate, type SimOptions, type SimResult } from './simulator.js';
-import { jitterTrace, loadTrace, scaleTrace, type TraceRequest } from './trace.js';
+import { decodeHeavyTrace, jitterTrace, loadTrace, scaleTrace, type TraceRequest } from './trace.js';
 import { GPT_OSS_120B_H100, prefillThroughput } from './workerModel.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -71,14 +73,15 @@ function main(): void {
   mkdirSync(outDir, { recursive: true });
   const seed = Number(arg('jitter-seed', '0'));
   if (!Number.isInteger(seed) || seed < 0) throw new Error(`--jitter-seed: ${arg('jitter-seed', '0')} is not a count`);
-  const loaded = loadTrace(traceFile);
+  const synthetic = arg('synthetic', '');
+  if (synthetic && synthetic !== 'decode-heavy') throw new Error(`--synthetic: ${synthetic} is not decode-heavy`);
+  const loaded = synthetic ? decodeHeavyTrace() : loadTrace(traceFile);
   const base = seed > 0 ? jitterTrace(loaded, seed) : loaded;
   const model = GPT_OSS_120B_H100;
   const meanContext = base.reduce((s, r) => s + r.context, 0) / base.length;
   const perReplica = prefillThroughput(model, meanContext);
-  console.log(
-    `trace ${path.relative(repoRoot, traceFile)}: ${base.length} requests over ${base[base.length - 1]!.t.toFixed(0)} s`,
-  );
+  const source = synthetic ? `synthetic ${synthetic}` : `trace ${path.relative(repoRoot, traceFile)}`;
+  console.log(`${source}: ${base.length} requests over ${base[base.length - 1]!.t.toFixed(0)} s`);
   console.log(
     `worker: ${model.name}; prefill ${Math.round(perReplica)} tok/s/replica at mean context ${Math.round(meanContext)}`,
   );

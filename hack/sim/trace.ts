@@ -45,7 +45,31 @@ export function scaleTrace(trace: TraceRequest[], speed: number): TraceRequest[]
  * how much a result owes to the exact arrival times, i.e. the replay's noise.
  */
 export function jitterTrace(trace: TraceRequest[], seed: number, spreadS = 0.5): TraceRequest[] {
-  let x = (seed * 2654435761) % 2147483648;
-  const next = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const next = seededRandom(seed);
   return trace.map((r) => ({ ...r, t: Math.max(0, r.t + (next() - 0.5) * spreadS) })).sort((a, b) => a.t - b.t);
+}
+
+/**
+ * A synthetic load of short prompts and long answers (`--synthetic decode-heavy`): 15 minutes of Poisson arrivals,
+ * 0.5 requests/s, then 4/s from 2 to 12 minutes, then 0.5/s again; prompts of 50-150 tokens, answers of 1,500-2,500.
+ * Its prefill work is a few hundred tokens a second, a sliver of one replica; its decodes hold a gateway slot for
+ * about 45 s each on a replica with 64 in flight (less on a lighter one), so at 4/s about 180 are in flight: three
+ * replicas of 64 slots. Seeded, so runs repeat.
+ */
+export function decodeHeavyTrace(seed = 1): TraceRequest[] {
+  const next = seededRandom(seed);
+  const rateAt = (t: number) => (t >= 120 && t < 720 ? 4 : 0.5);
+  const out: TraceRequest[] = [];
+  for (let t = 0; t < 900;) {
+    t += -Math.log(1 - next()) / rateAt(t);
+    if (t >= 900) break;
+    out.push({ t, context: 50 + Math.floor(next() * 101), generated: 1500 + Math.floor(next() * 1001) });
+  }
+  return out;
+}
+
+/** Uniform numbers in [0, 1) from a linear congruential generator: the same sequence for the same seed. */
+function seededRandom(seed: number): () => number {
+  let x = (seed * 2654435761) % 2147483648;
+  return () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
 }

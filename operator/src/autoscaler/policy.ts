@@ -15,6 +15,11 @@
 //                 (request counts say little when prompts range from 100 to 30,000 tokens), and a queue whose
 //                 predicted wait (queued tokens / (ready x P)) already exceeds the TTFT target starts panic at once,
 //                 before any late first token shows in the p95
+//   slot rec    = ceil(demand / S), S = requests one replica holds while requests wait in the gateway queue (the
+//                 gateway's per-worker in-flight cap, as measured); with the token view the count is at least this,
+//                 since prompt tokens do not see decodes, which hold their slot until the answer ends; and while
+//                 requests wait in the gateway queue and the slots ask for more than the prompt tokens (a
+//                 decode-bound queue), at least the queue rec capped by the rate rec as well
 //   SLO rec     = ready x min(observed p95 / target, maxSloFactor) (at least ready + 1) when a target is missed,
 //                 counted only once the ready count has been unchanged for sloSettleSeconds (the p95 must describe
 //                 the current capacity, or it would raise the count again for latencies the last step already fixed)
@@ -143,6 +148,15 @@ export interface PolicyState {
   queuedTokens?: [number, number] | null;
   /** How many ticks measured prefillRate. */
   prefillSamples?: number;
+  /**
+   * Requests (running + waiting) one ready replica held while requests waited in the gateway queue: the gateway's
+   * per-worker in-flight cap as seen from the workers (highest sample; absent until measured).
+   */
+  slotsPerReplica?: number | null;
+  /** How many ticks measured slotsPerReplica. */
+  slotSamples?: number;
+  /** Since when the gateway queue has held requests without a break (absent in older states). */
+  gatewayQueuedSinceMs?: number | null;
   /** Time from a scale-up to all asked-for replicas ready (moving average; absent until measured). */
   startupMs?: number | null;
 }
@@ -278,6 +292,7 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
     }
   }
   const capByRate = (n: number) => (rateRec === undefined ? n : Math.min(n, rateRec));
+  const slots = slotView(input, s, nowMs, demand);
 
   // Token view: prefill work in replica-seconds; "burning" = the queued prompts alone already miss the TTFT target.
   const tokens = tokenView(input, s, c, nowMs, demand);
@@ -289,12 +304,32 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
   const panic = s.panicUntilMs !== null && nowMs < s.panicUntilMs;
   if (!panic) s.panicUntilMs = null;
 
-  // Which signal asks for the most; ties go to the more urgent reason.
-  let rec = tokens ? tokens.rec : capByRate(stableRec);
-  let reason: Reason = 'QueueDepth';
-  let why = tokens
+  // Decodes are not in the token view: a short prompt with a long answer costs little prefill but holds one of its
+  // worker's slots until the answer ends. So with the token view the count also covers the requests in flight and
+  // queued over the slots of a replica; and when the gateway queue holds requests that the slots explain and the
+  // prompt tokens do not (decode-bound), the count view capped by the rate view (measured finished requests, which
+  // include the decode time) counts as well: the slot view alone sizes for what is there now, one replica at a time,
+  // while the queue grows during each start-up.
+  const demandWhy = `demand ${demand} (gateway ${input.gatewayQueue}, waiting ${input.workerWaiting}, running ${input.workerRunning})`;
+  let tokenAsk = tokens?.rec ?? 0;
+  let tokenWhy = tokens
     ? `prompt tokens: ${Math.round(tokens.arrival)}/s arriving, ${input.queuedPromptTokens} queued, ${Math.round(tokens.perReplica)}/s per replica`
-    : `demand ${demand} (gateway ${input.gatewayQueue}, waiting ${input.workerWaiting}, running ${input.workerRunning}), ${target}/replica`;
+    : '';
+  if (tokens && slots && slots.rec > tokens.rec) {
+    const slotWhy = `slots: ${demandWhy} over ${Math.round(slots.perReplica)} in flight per replica ask for ${slots.rec}; prompt tokens ask for ${tokens.rec}`;
+    tokenAsk = slots.rec;
+    tokenWhy = slotWhy;
+    const decodeRec = count(input.gatewayQueue) > 0 && rateRec !== undefined ? Math.min(rateRec, stableRec) : 0;
+    if (decodeRec > tokenAsk) {
+      tokenAsk = decodeRec;
+      tokenWhy = `decode-bound queue: the rate view asks for ${rateRec} (${completed!.toFixed(1)} finished/s, ${s.serviceRate!.toFixed(1)}/s per replica with a backlog), the count view for ${stableRec} (${target}/replica); ${slotWhy}`;
+    }
+  }
+
+  // Which signal asks for the most; ties go to the more urgent reason.
+  let rec = tokens ? tokenAsk : capByRate(stableRec);
+  let reason: Reason = 'QueueDepth';
+  let why = tokens ? tokenWhy : `${demandWhy}, ${target}/replica`;
 
   const ratio = sloRatio(input);
   const sloSettled = nowMs - s.readyChangedMs >= c.sloSettleSeconds * 1000;
@@ -306,7 +341,7 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
       why = `p95 ${ratio.toFixed(2)}x the SLO target (ttft ${fmt(input.ttftP95Ms)} ms, itl ${fmt(input.itlP95Ms)} ms) on ${input.readyReplicas} ready`;
     }
   }
-  const panicAsk = tokens ? tokens.rec : capByRate(panicRec);
+  const panicAsk = tokens ? tokenAsk : capByRate(panicRec);
   if (panic && Math.max(panicAsk, current) >= rec) {
     rec = Math.max(panicAsk, current);
     reason = 'Panic';
@@ -441,6 +476,36 @@ export function decide(input: PolicyInput, state: PolicyState, nowMs: number): D
 const fmt = (v: number | undefined): string => (v === undefined ? '-' : String(Math.round(v)));
 
 const MIN_PREFILL_SAMPLES = 5;
+const MIN_SLOT_SAMPLES = 3;
+
+/**
+ * Replicas whose slots hold every request in flight and queued: undefined until the slots per replica were measured.
+ * The gateway queues a request only when every ready worker holds its per-worker cap, so running + waiting per ready
+ * replica while requests wait there is that cap. A sample counts only when the queue held requests at the previous
+ * tick too and the ready count did not change (a worker that just became ready, or one the gateway has not routed
+ * to yet, holds fewer), and the highest of them is kept, from MIN_SLOT_SAMPLES on. With several gateway replicas, a
+ * worker may hold up to each one's cap, so this can run high and the view asks for less, never for more.
+ * Updates s.gatewayQueuedSinceMs, s.slotsPerReplica and s.slotSamples.
+ */
+function slotView(
+  input: PolicyInput,
+  s: PolicyState,
+  nowMs: number,
+  demand: number,
+): { rec: number; perReplica: number } | undefined {
+  const finite = (x: number | undefined) => (x !== undefined && Number.isFinite(x) && x > 0 ? x : 0);
+  const queuedBefore = s.gatewayQueuedSinceMs != null && s.gatewayQueuedSinceMs < nowMs;
+  s.gatewayQueuedSinceMs = finite(input.gatewayQueue) > 0 ? (s.gatewayQueuedSinceMs ?? nowMs) : null;
+  const inFlight = finite(input.workerRunning) + finite(input.workerWaiting);
+  const stillQueued = s.gatewayQueuedSinceMs !== null;
+  if (queuedBefore && stillQueued && s.readyChangedMs < nowMs && input.readyReplicas > 0 && inFlight > 0) {
+    s.slotsPerReplica = Math.max(s.slotsPerReplica ?? 0, inFlight / input.readyReplicas);
+    s.slotSamples = (s.slotSamples ?? 0) + 1;
+  }
+  const perReplica = (s.slotSamples ?? 0) >= MIN_SLOT_SAMPLES ? (s.slotsPerReplica ?? 0) : 0;
+  if (!(perReplica > 0)) return undefined;
+  return { rec: Math.ceil(demand / perReplica - 1e-9), perReplica };
+}
 
 /** The TTFT target in seconds, or drainSeconds without one: how fast queued prompts should get their first token. */
 const sloSeconds = (c: PolicyConfig): number => (c.slo?.ttftP95Ms ? c.slo.ttftP95Ms / 1000 : c.drainSeconds);
