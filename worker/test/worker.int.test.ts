@@ -2,6 +2,7 @@
 // `openai` client. Weights are random, so text is noise: these tests check structure, token counts, determinism,
 // stop strings, logprobs shapes and errors.
 import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import OpenAI from 'openai';
 import { renderChatPrompt } from '../src/harmony/chat.js';
 import { Tokenizer } from '../src/tokenizer.js';
@@ -52,12 +53,14 @@ describe('compute thread priority', () => {
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
   };
 
-  it('runs the engine compute threads at nice 10 by default, the event loop at 0', () => {
+  it('runs the engine compute threads 10 nicer than the event loop by default, the event loop as started', () => {
     if (process.env.MS_COMPUTE_THREAD_NICE !== undefined) return; // the environment's setting is in effect
+    // The worker inherits this process's nice value (0 usually; more when the suite itself runs under `nice`).
+    const base = getPriority();
     const pid = worker.child.pid!;
     const nice = readdirSync(`/proc/${pid}/task`).map((tid) => [tid, niceOf(pid, tid)] as const);
-    expect(nice.find(([tid]) => tid === String(pid))![1]).toBe(0);
-    expect(nice.filter(([, n]) => n === 10).length).toBeGreaterThanOrEqual(1);
+    expect(nice.find(([tid]) => tid === String(pid))![1]).toBe(base);
+    expect(nice.filter(([, n]) => n === Math.min(19, base + 10)).length).toBeGreaterThanOrEqual(1);
     expect(worker.logs.some((l) => l.includes('"computeThreadNice":"10"'))).toBe(true);
   });
 });
