@@ -362,13 +362,15 @@ TEST(KernelsF16Dot, ConvertedDenseEqualsPerCallConversion) {
     }
 }
 
-// The MXFP4 kernel decodes inside the token tile for calls of up to 6 tokens and into scratch for more: the two
-// give a token the same bits, whichever of them its call takes and whatever rows the call covers.
+// The MXFP4 kernel decodes inside the token tile for calls of up to 12 tokens (4 rows x 1-6 tokens, 3 x 7-8, 2 x
+// 9-12, in the decode's shuffled element order) and into scratch for more (natural order): all of them give a token
+// the same bits, whichever of them its call takes and whatever rows the call covers. Row 1 of random_mxfp4 has
+// blocks far below its largest (the word tables), the others do not (the high-byte tables).
 TEST(KernelsF16Dot, Mxfp4TileDecodeAndScratchDecodeAgree) {
     if (!fast_available()) GTEST_SKIP() << "no AVX512-FP16 on this CPU";
     std::mt19937 rng(9);
     for (int K : {32, 1024, 2080}) {
-        const int N = 11, T = 13;
+        const int N = 11, T = 14;
         Mxfp4 c = random_mxfp4(N, K, rng);
         auto bias = randn(N, rng);
         auto x = randn(size_t(T) * K, rng, 2.0f);
@@ -376,7 +378,7 @@ TEST(KernelsF16Dot, Mxfp4TileDecodeAndScratchDecodeAgree) {
         std::vector<float> all(size_t(T) * N, NAN);
         ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), T, K, c.blocks.data(), c.scales.data(), bias.data(),
                                    K, 0, N, all.data(), N);
-        for (int n : {1, 2, 3, 4, 5, 6, 7}) {
+        for (int n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}) {
             for (int t0 = 0; t0 + n <= T; t0 += n) {
                 std::vector<float> part(size_t(n) * N, NAN);
                 ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data() + size_t(t0) * K, xr.scale.data() + t0, n, K, c.blocks.data(),
@@ -387,6 +389,52 @@ TEST(KernelsF16Dot, Mxfp4TileDecodeAndScratchDecodeAgree) {
                     for (int r = 0; r < N; ++r)
                         ASSERT_EQ(part[size_t(t) * N + r], all[size_t(t0 + t) * N + r]) << "K=" << K << " n=" << n << " t=" << t0 + t << " r=" << r;
             }
+        }
+    }
+}
+
+// The in-tile decode looks up only the high bytes of the fp16 weights for rows whose blocks all lie within 17
+// binades of the row's largest (the low bytes are then 0) and the full words otherwise. Rows whose spread is exactly
+// 17 and 18 (the last on the byte tables, the first off them), with the extreme blocks' weights at their largest and
+// smallest magnitudes, so a wrong byte table (or a wrong threshold) changes the products: the result must match the
+// scalar reference (the worst-case bound) and, bit for bit, the scratch path (13 tokens), which decodes through the
+// word tables in natural element order.
+TEST(KernelsF16Dot, Mxfp4ByteTablesAtTheirSpreadLimit) {
+    if (!fast_available()) GTEST_SKIP() << "no AVX512-FP16 on this CPU";
+    std::mt19937 rng(10);
+    const int K = 1024, N = 8, nb = K / 32;
+    for (int spread : {17, 18}) {
+        Mxfp4 c = ms_test::random_mxfp4_natural(N, K, rng, [&](size_t i) {
+            const int b = int(i % nb);
+            return uint8_t(b == 0 ? 127 : b == 1 ? 127 - spread : 127 - int(rng() % (spread + 1)));
+        });
+        for (int r = 0; r < N; ++r) {
+            uint8_t *blk = c.blocks.data() + size_t(r) * K / 2;
+            for (int j = 0; j < 16; ++j) blk[16 + j] = uint8_t(0x17 + (j % 2) * 0x80);  // block 1: 6, 0.5, 6, -0.5, ...
+            for (int k = 32; k < 64; ++k) {
+                const int nib = (k % 2 == 0) ? (blk[k / 2] & 15) : (blk[k / 2] >> 4);
+                c.dense[size_t(r) * K + k] = ms::kE2M1[nib] * std::ldexp(1.0f, int(c.scales[size_t(r) * nb + 1]) - 127);
+            }
+        }
+        const int T = 13;
+        auto x = randn(size_t(T) * K, rng, 2.0f);
+        F16Rows xr = to_f16_rows(x, T, K);
+        std::vector<float> ref(size_t(T) * N), scratch(ref.size(), NAN);
+        std::vector<double> a(ref.size());
+        ms::matmul_mxfp4_f16x_rows(ms::Simd::Scalar, xr.h.data(), xr.scale.data(), T, K, c.blocks.data(), c.scales.data(), nullptr, K, 0,
+                                   N, ref.data(), N);
+        ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), T, K, c.blocks.data(), c.scales.data(), nullptr, K, 0,
+                                   N, scratch.data(), N);
+        for (int t = 0; t < T; ++t)
+            for (int r = 0; r < N; ++r) a[t * N + r] = abs_dot(x.data() + t * K, c.dense.data() + r * K, K);
+        expect_close(scratch, ref, a, kWorstCase, "spread " + std::to_string(spread) + " scratch vs reference");
+        for (int n : {1, 4, 7, 12}) {
+            std::vector<float> out(size_t(n) * N, NAN);
+            ms::matmul_mxfp4_f16x_rows(ms::Simd::Avx512, xr.h.data(), xr.scale.data(), n, K, c.blocks.data(), c.scales.data(), nullptr, K, 0,
+                                       N, out.data(), N);
+            for (int t = 0; t < n; ++t)
+                for (int r = 0; r < N; ++r)
+                    ASSERT_EQ(out[size_t(t) * N + r], scratch[size_t(t) * N + r]) << "spread " << spread << " n=" << n << " t=" << t << " r=" << r;
         }
     }
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -22,7 +23,7 @@ bool f16_dot_supported() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512fp16");
+           __builtin_cpu_supports("avx512fp16") && __builtin_cpu_supports("avx512vbmi");
 #else
     return false;
 #endif
@@ -102,6 +103,24 @@ struct Mxfp4F16Tables {
     }
 };
 const Mxfp4F16Tables kTables;
+// For block deltas 0..kMaxByteDelta every table entry is 0 in its low byte (E2M1 has one mantissa bit: an fp16 with
+// only its top mantissa bit, or a subnormal that is a multiple of 2^-16), so the decode can look up the high bytes
+// alone (vpermb, 64 entries: the 16 values four times, index bits 4-5 are don't-cares) and leave the low bytes 0.
+// Rows with a block further below their largest take the word tables.
+constexpr int kMaxByteDelta = 17;
+struct Mxfp4F16HighBytes {
+    alignas(64) uint8_t t[kMaxByteDelta + 1][64];
+    Mxfp4F16HighBytes() {
+        for (int d = 0; d <= kMaxByteDelta; ++d)
+            for (int c = 0; c < 64; ++c) {
+                const uint16_t h = kTables.t[d][c & 15];
+                if (h & 0xff) std::abort();  // not reached: the condition above
+                t[d][c] = uint8_t(h >> 8);
+            }
+    }
+};
+const Mxfp4F16HighBytes kHighBytes;
+static_assert(sizeof(kHighBytes.t[0]) == sizeof(kTables.t[0]), "a block's table offset indexes both tables");
 int block_delta(int e, int e_max) { return std::min(e_max - e, -kMinBlockDelta); }  // table index
 float mxfp4_row_factor(int e_max) { return pow2f(e_max - 129); }      // 2^(e_max - 127) / 2^2
 
@@ -195,7 +214,7 @@ void mxfp4_scalar(const uint16_t *x, const float *xs, int n_tok, int64_t ldx, co
 
 // ---- AVX512-FP16 ---------------------------------------------------------------------------------------------------
 
-#define MS_F16DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16")))
+#define MS_F16DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512fp16,avx512vbmi")))
 // The conversions need no FP16 arithmetic (vcvtps2ph is AVX512F): they run on any AVX-512 CPU.
 #define MS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -257,13 +276,60 @@ MS_F16DOT inline __m512 widen_sum(__m512h acc) {
     return _mm512_add_ps(lo, hi);
 }
 
-// One MXFP4 block (16 bytes) to 32 fp16 in natural element order through its table: dword j = byte j | byte j << 12,
-// so word 2j indexes with the low nibble (bit 4, the high nibble's bit 0, is a don't-care: the table is doubled) and
-// word 2j + 1 with the high nibble. The dword is byte j * 0x1001 (the two copies do not overlap), one vpmaddwd in
-// place of a shift and an or: at ~8 tokens per expert the decode's vector uops compete with the FMAs for ports 0/5.
-MS_F16DOT inline __m512i decode_block(const uint8_t *blk, const uint16_t *table) {
+// One MXFP4 block (16 bytes) to 32 fp16 through its table, in the "shuffled" element order below: two vector uops
+// (vpmultishiftqb, vpermb) and a broadcast load, where natural order through a word table took three uops of which
+// one (vpermw) takes two issue slots of ports 0/5: at ~8 tokens per expert the decode competes with the FMAs for
+// those ports (a loop of 16 vfmadd231ph took 1.50x as long with 4 vpermw added, 1.25x with 4 vpermb, vpmultishiftqb,
+// vpmaddwd or vpmovzxbd).
+// The block broadcast to the four 128-bit lanes puts bytes 0-7 (elements 0-15) in the even qwords and bytes 8-15
+// (elements 16-31) in the odd ones; vpmultishiftqb copies into both bytes of each word the 8 bits at its element's
+// nibble (bit 4e of its qword; bits 0-3 are the index, the bits above don't-cares of the tables). Word w = 4q + p
+// (qword q, position p) so holds element shuffled_element(w) = 16 (q % 2) + 4 (q / 2) + p: whole qwords move, so the
+// activations are put in the same order (to_shuffled) and each fp16 accumulator back into natural order before it
+// is widened (to_natural) by one vpermq each. Lane sums, their pairing and the fp32 reduction are then exactly
+// those of natural order, so the results are bit for bit what the natural-order decode gave (the lanes cannot be
+// paired in the shuffled order itself: words w and w + 16 always read the same half of the block).
+constexpr int shuffled_element(int w) { return 16 * ((w / 4) % 2) + 4 * (w / 8) + w % 4; }
+struct ShuffleConstants {
+    alignas(64) uint8_t ctrl[64];                           // vpmultishiftqb bit offsets
+    alignas(64) uint64_t to_shuffled[8], to_natural[8];     // vpermq indices
+    ShuffleConstants() {
+        for (int w = 0; w < 32; ++w) ctrl[2 * w] = ctrl[2 * w + 1] = uint8_t(4 * (shuffled_element(w) % 16));
+        for (int q = 0; q < 8; ++q) {
+            to_shuffled[q] = uint64_t(shuffled_element(4 * q) / 4);
+            to_natural[shuffled_element(4 * q) / 4] = uint64_t(q);
+        }
+    }
+};
+const ShuffleConstants kShuffle;
+MS_F16DOT inline __m512i shuffle_ctrl() { return _mm512_load_si512(kShuffle.ctrl); }
+
+// One MXFP4 block to 32 fp16 in natural element order through its kTables row: dword j = byte j | byte j << 12, so
+// word 2j indexes with the low nibble (bit 4, the high nibble's bit 0, is a don't-care: the table is doubled) and word
+// 2j + 1 with the high nibble; the dword is byte j * 0x1001 (the two copies do not overlap), one vpmaddwd. The
+// scratch path (calls of more than kFusedMaxTokens tokens) decodes this way: there the shuffled decode measured
+// 0.98-1.02x (its separate decode loop waits on the blocks' loads rather than on ports 0/5, and the accumulators'
+// vpermq is extra work in the tiles).
+MS_F16DOT inline __m512i decode_block_natural(const uint8_t *blk, const uint16_t *table) {
     const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk)));
     return _mm512_permutexvar_epi16(_mm512_madd_epi16(v, _mm512_set1_epi32(0x1001)), _mm512_load_si512(table));
+}
+
+// table: the block's row of kHighBytes (kBytes: vpermb, the even bytes zeroed by the mask) or of kTables (rows with a
+// block more than kMaxByteDelta below their largest: vpermw, the index in each word's low byte).
+template <bool kBytes>
+MS_F16DOT inline __m512i decode_block(const uint8_t *blk, const void *table, __m512i ctrl) {
+    const __m512i idx = _mm512_multishift_epi64_epi8(ctrl, _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk))));
+    if constexpr (kBytes) {
+        // As asm: GCC wrote the intrinsic as a merge into a zeroed register and then kept some tiles' decoded rows on
+        // the stack, FMAs reading them from memory (tile<4, 3>: 0.82x).
+        __m512i w;
+        asm("vpermb %2, %1, %0%{%3%}%{z%}" : "=v"(w) : "v"(idx), "m"(*static_cast<const uint8_t(*)[64]>(table)),
+            "Yk"(__mmask64(0xAAAAAAAAAAAAAAAAull)));
+        return w;
+    } else {
+        return _mm512_permutexvar_epi16(idx, _mm512_load_si512(table));
+    }
 }
 
 // Where a tile's weight vectors come from: fp16 rows already converted into scratch (dense weights, and MXFP4
@@ -276,22 +342,26 @@ struct F16Rows {
         return _mm512_castsi512_ph(_mm512_maskz_loadu_epi16(m, w + i * ldw + k));
     }
 };
-// ... or MXFP4 blocks decoded inside the tile's k loop, where one token tile covers all the call's tokens (up to 6):
+// ... or MXFP4 blocks decoded inside the tile's k loop, where one token tile covers all the call's tokens (up to 12):
 // each row is still decoded once, and the decode's store to scratch, its reload and its own loop are gone.
-template <int R>
+// kBytes: every row's blocks within kMaxByteDelta of its largest.
+template <int R, bool kBytes>
 struct Mxfp4Rows {
     const uint8_t *blk[R];  // row i's blocks
-    const int32_t *tof[R];  // row i's per-block table offsets (bytes into kTables.t)
+    const int32_t *tof[R];  // row i's per-block table offsets (bytes into kTables.t and kHighBytes.t)
+    __m512i ctrl;           // shuffle_ctrl()
     MS_F16DOT __m512h load(int i, int k) const {
-        const char *tables = reinterpret_cast<const char *>(kTables.t);
-        return _mm512_castsi512_ph(decode_block(blk[i] + k / 2, reinterpret_cast<const uint16_t *>(tables + tof[i][k / 32])));
+        const char *tables = kBytes ? reinterpret_cast<const char *>(kHighBytes.t) : reinterpret_cast<const char *>(kTables.t);
+        return _mm512_castsi512_ph(decode_block<kBytes>(blk[i] + k / 2, tables + tof[i][k / 32], ctrl));
     }
 };
 
 // R weight rows (fp16, scaled; row i at w + i * ldw, its factor wf[i]) x NT tokens (fp16 rows, factors xf[t]).
 // acc[i][t] lane j sums the products of elements k = j mod 32 in fp16 for up to kFoldSteps steps; then the two
 // halves are widened and added into part[i][t] (fp32). y points at column r of token 0; bias at bias[r] (or null).
-template <int R, int NT, class Src, bool kPackedX = false>
+// kShuffled: weights and activations in decode_block's shuffled element order; each accumulator is put back into
+// natural order before it is widened (one vpermq per accumulator per fold).
+template <int R, int NT, class Src, bool kPackedX = false, bool kShuffled = false>
 MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
                     int K, const float *bias, float *y, int64_t ldy, Prefetch &pf_state) {
     Prefetch pf = pf_state;
@@ -301,7 +371,7 @@ MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t l
         __m512h acc[R][NT];
 #pragma GCC unroll 4
         for (int i = 0; i < R; ++i)
-#pragma GCC unroll 6
+#pragma GCC unroll 12
             for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ph();
         for (; k + 32 <= kend; k += 32) {
             for (pf.due += pf.rate; pf.due >= 65536 && pf.cur < pf.end; pf.due -= 65536, pf.cur += 64)
@@ -309,7 +379,7 @@ MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t l
             __m512h wv[R];
 #pragma GCC unroll 4
             for (int i = 0; i < R; ++i) wv[i] = ws.load(i, k);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
             for (int t = 0; t < NT; ++t) {
                 __m512h xv = _mm512_castsi512_ph(_mm512_loadu_si512(kPackedX ? x + k * NT + t * 32 : x + t * ldx + k));
                 // One load per token for the R rows: without this GCC folds it into each of the R FMAs (R loads).
@@ -331,10 +401,14 @@ MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t l
             k = kend;
         }
         const bool first = kend <= 32 * kFoldSteps;
+        [[maybe_unused]] __m512i to_natural;
+        if constexpr (kShuffled) to_natural = _mm512_load_si512(kShuffle.to_natural);
 #pragma GCC unroll 4
         for (int i = 0; i < R; ++i)
-#pragma GCC unroll 6
+#pragma GCC unroll 12
             for (int t = 0; t < NT; ++t) {
+                if constexpr (kShuffled)
+                    acc[i][t] = _mm512_castsi512_ph(_mm512_permutexvar_epi64(to_natural, _mm512_castph_si512(acc[i][t])));
                 const __m512 f = widen_sum(acc[i][t]);
                 part[i][t] = first ? f : _mm512_add_ps(part[i][t], f);
             }
@@ -344,7 +418,7 @@ MS_F16DOT void tile(const Src &ws, const float *wf, const uint16_t *x, int64_t l
     const __mmask8 rows = __mmask8((1u << R) - 1);
     const __m128 b4 = bias ? _mm_maskz_loadu_ps(rows, bias) : _mm_setzero_ps();
     const __m128 w4 = _mm_maskz_loadu_ps(rows, wf);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int t = 0; t < NT; ++t) {
         const __m128 s = hsum4_avx512(part[0][t], R > 1 ? part[R > 1 ? 1 : 0][t] : z, R > 2 ? part[R > 2 ? 2 : 0][t] : z,
                                R > 3 ? part[R > 3 ? 3 : 0][t] : z);
@@ -468,44 +542,79 @@ MS_F16DOT void dense_converted_avx512(const uint16_t *x, const float *xf, int n_
     }
 }
 
-// Tokens up to which an MXFP4 call decodes inside its one token tile (Mxfp4Rows, 4 rows x up to 6 tokens); beyond,
-// the blocks are decoded into scratch and shared by several tiles. (3 rows x 7-8 tokens and 2 x 9-12 in one tile
-// measured 0-3 % and 6-10 % slower than two tiles on scratch.)
-constexpr int kFusedMaxTokens = 6;
-constexpr int kFusedRows = 4;
+// Tokens up to which an MXFP4 call decodes inside its one token tile (Mxfp4Rows: fused_rows(n) rows x n tokens, at
+// most 24 accumulators); beyond, the blocks are decoded into scratch and shared by several tiles. With the two-uop
+// decode and the vector row tables (kernel A/B, one thread, weights from DRAM): one tile of 4 rows x 1-6 tokens runs
+// 1.15-1.37x session 9's, 3 rows x 7-8 tokens 1.13-1.19x two tiles on scratch (with session 9's decode it had
+// measured 0.97-1.08x), 2 rows x 9-12 tokens 1.01-1.05x (each activation load feeds only two FMAs there).
+constexpr int kFusedMaxTokens = 12;
+constexpr int fused_rows(int n_tok) { return n_tok <= 6 ? 4 : n_tok <= 8 ? 3 : 2; }
 
 #define MS_F16_TILE_CASE(NT)                                                                                            \
     case NT:                                                                                                          \
-        tile<R, NT, Mxfp4Rows<R>, true>(ws, wf, x, ldx, xf, K, bias, y, ldy, pf);                                     \
+        if constexpr (R * NT <= 24) tile<R, NT, Mxfp4Rows<R, kBytes>, true, true>(ws, wf, x, ldx, xf, K, bias, y, ldy, pf); \
         break;
-template <int R>
-MS_F16DOT void fused_tile(const Mxfp4Rows<R> &ws, int n_tok, const float *wf, const uint16_t *x, int64_t ldx, const float *xf,
-                          int K, const float *bias, float *y, int64_t ldy, Prefetch &pf) {
+template <int R, bool kBytes>
+MS_F16DOT void fused_tile(const Mxfp4Rows<R, kBytes> &ws, int n_tok, const float *wf, const uint16_t *x, int64_t ldx,
+                          const float *xf, int K, const float *bias, float *y, int64_t ldy, Prefetch &pf) {
     switch (n_tok) {
         MS_F16_TILE_CASE(1) MS_F16_TILE_CASE(2) MS_F16_TILE_CASE(3) MS_F16_TILE_CASE(4) MS_F16_TILE_CASE(5) MS_F16_TILE_CASE(6)
+        MS_F16_TILE_CASE(7) MS_F16_TILE_CASE(8) MS_F16_TILE_CASE(9) MS_F16_TILE_CASE(10) MS_F16_TILE_CASE(11) MS_F16_TILE_CASE(12)
         default: break;
     }
 }
 #undef MS_F16_TILE_CASE
 
-template <int R>
+template <int R, bool kBytes>
 MS_F16DOT void fused_rows_of(const uint8_t *blocks, const int32_t *tof, int nb, int n_tok, const float *wf, const uint16_t *x,
                              int64_t ldx, const float *xf, int K, const float *bias, float *y, int64_t ldy, Prefetch &pf) {
-    Mxfp4Rows<R> ws;
+    Mxfp4Rows<R, kBytes> ws;
+    ws.ctrl = shuffle_ctrl();
     for (int i = 0; i < R; ++i) {
         ws.blk[i] = blocks + int64_t(i) * nb * 16;
         ws.tof[i] = tof + i * nb;
     }
-    fused_tile<R>(ws, n_tok, wf, x, ldx, xf, K, bias, y, ldy, pf);
+    fused_tile<R, kBytes>(ws, n_tok, wf, x, ldx, xf, K, bias, y, ldy, pf);
+}
+template <int R>
+MS_F16DOT void fused_rows_of(bool bytes, const uint8_t *blocks, const int32_t *tof, int nb, int n_tok, const float *wf,
+                             const uint16_t *x, int64_t ldx, const float *xf, int K, const float *bias, float *y, int64_t ldy,
+                             Prefetch &pf) {
+    if (bytes) fused_rows_of<R, true>(blocks, tof, nb, n_tok, wf, x, ldx, xf, K, bias, y, ldy, pf);
+    else fused_rows_of<R, false>(blocks, tof, nb, n_tok, wf, x, ldx, xf, K, bias, y, ldy, pf);
 }
 
-// The largest block exponent of an MXFP4 row (returned) and each block's table offset (bytes into kTables.t), in a
-// separate (vectorised) pass: computed inside the decode loop they were ~6 scalar instructions per 32-element block
-// against its 5 vector ones.
-MS_F16DOT int mxfp4_row_tables(const uint8_t *sc, int nb, int32_t *tof) {
-    int e_max = 0;
-    for (int b = 0; b < nb; ++b) e_max = std::max<int>(e_max, sc[b]);
-    for (int b = 0; b < nb; ++b) tof[b] = std::min(e_max - int(sc[b]), -kMinBlockDelta) * int(sizeof(kTables.t[0]));
+// Entries mxfp4_row_tables may write past a row's nb offsets.
+constexpr int kRowTablesPad = 16;
+// Scales b .. b + 15 (those below nb; m says which) as dwords, 0 past nb.
+MS_F16DOT inline __m512i scales16(const uint8_t *sc, int nb, int b, __mmask16 &m) {
+    m = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
+    return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, sc + b));
+}
+// The largest block exponent of an MXFP4 row (returned) and each block's table offset (bytes into kTables.t and
+// kHighBytes.t), in a separate vector pass, 16 blocks at a time: computed inside the decode loop they were ~6 scalar
+// instructions per 32-element block against its 5 vector ones; as plain loops, GCC's code for them (ymm, remainder
+// handling) took ~3-4 % of a batch-32 step's samples, ~1/8 of an in-tile-decode call's time at 4 tokens.
+// *bytes: whether every block is within kMaxByteDelta of the largest (the high-byte tables apply).
+MS_F16DOT inline int mxfp4_row_tables(const uint8_t *sc, int nb, int32_t *tof, bool *bytes = nullptr) {
+    __m512i mx = _mm512_setzero_si512(), mn = _mm512_set1_epi32(255);
+    __mmask16 m;
+    for (int b = 0; b < nb; b += 16) {
+        const __m512i v = scales16(sc, nb, b, m);
+        mx = _mm512_max_epi32(mx, v);  // lanes past nb are 0
+        mn = _mm512_mask_min_epi32(mn, m, mn, v);
+    }
+    const int e_max = _mm512_reduce_max_epi32(mx);
+    const __m512i e = _mm512_set1_epi32(e_max), lim = _mm512_set1_epi32(-kMinBlockDelta);
+    static_assert(sizeof(kTables.t[0]) == 64, "table offset = delta << 6");
+    // Whole vectors, also past nb (tof has room: kRowTablesPad): the tiles load single offsets right after, and a load
+    // from a masked store's bytes is not forwarded from it (perf put the most samples of the in-tile path's setup
+    // right after the masked store; unmasked: 1.00-1.09x on the in-tile calls).
+    for (int b = 0; b < nb; b += 16) {
+        const __m512i v = scales16(sc, nb, b, m);
+        _mm512_storeu_si512(tof + b, _mm512_slli_epi32(_mm512_min_epi32(_mm512_sub_epi32(e, v), lim), 6));
+    }
+    if (bytes) *bytes = e_max - _mm512_reduce_min_epi32(mn) <= kMaxByteDelta;
     return e_max;
 }
 
@@ -513,21 +622,28 @@ MS_F16DOT void mxfp4_fused(const uint16_t *x, const float *xf, int n_tok, int64_
                            const uint8_t *scales, const float *bias, int K, int r0, int r1, float *y, int64_t ldy) {
     thread_local std::vector<int32_t> table_of;  // [row of the block][block]
     thread_local AlignedVector<uint16_t> packed;
-    const int nb = K / 32, R = kFusedRows;
-    if (table_of.size() < size_t(4 * nb)) table_of.resize(size_t(4 * nb));
+    const int nb = K / 32, R = fused_rows(n_tok);
+    if (table_of.size() < size_t(4 * nb + kRowTablesPad)) table_of.resize(size_t(4 * nb + kRowTablesPad));
     int32_t *tof = table_of.data();
-    // The activations k-step by k-step, [K / 32][n_tok][32]: the tile then reads token t at one pointer + t * 64
-    // bytes, where n_tok rows of a runtime stride took n_tok address registers and spilled.
+    // The activations k-step by k-step, [K / 32][n_tok][32], each k-step in the decode's shuffled order: the tile then
+    // reads token t at one pointer + t * 64 bytes, where n_tok rows of a runtime stride took n_tok address registers
+    // and spilled.
     if (packed.size() < size_t(n_tok) * K) packed.resize(size_t(n_tok) * K);
     uint16_t *xp = packed.data();
+    const __m512i to_shuffled = _mm512_load_si512(kShuffle.to_shuffled);
     for (int b = 0; b < nb; ++b)
         for (int t = 0; t < n_tok; ++t)
-            _mm512_store_si512(xp + (b * n_tok + t) * 32, _mm512_loadu_si512(x + t * ldx + b * 32));
+            _mm512_store_si512(xp + (b * n_tok + t) * 32, _mm512_permutexvar_epi64(to_shuffled, _mm512_loadu_si512(x + t * ldx + b * 32)));
     x = xp;
     for (int r = r0; r < r1; r += R) {
         const int n = std::min(R, r1 - r);
         float wf[4] = {1, 1, 1, 1};
-        for (int i = 0; i < n; ++i) wf[i] = mxfp4_row_factor(mxfp4_row_tables(scales + int64_t(r + i) * nb, nb, tof + i * nb));
+        bool bytes = true;
+        for (int i = 0; i < n; ++i) {
+            bool row_bytes;
+            wf[i] = mxfp4_row_factor(mxfp4_row_tables(scales + int64_t(r + i) * nb, nb, tof + i * nb, &row_bytes));
+            bytes = bytes && row_bytes;
+        }
         Prefetch pf;
         if (r + R < r1) {  // the next rows' blocks, spread over this tile's k-steps
             const int m = std::min(R, r1 - r - R);
@@ -538,10 +654,10 @@ MS_F16DOT void mxfp4_fused(const uint16_t *x, const float *xf, int n_tok, int64_
         const uint8_t *blk = blocks + int64_t(r) * nb * 16;
         const float *b = bias ? bias + r : nullptr;
         switch (n) {
-            case 4: fused_rows_of<4>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
-            case 3: fused_rows_of<3>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
-            case 2: fused_rows_of<2>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
-            default: fused_rows_of<1>(blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            case 4: fused_rows_of<4>(bytes, blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            case 3: fused_rows_of<3>(bytes, blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            case 2: fused_rows_of<2>(bytes, blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
+            default: fused_rows_of<1>(bytes, blk, tof, nb, n_tok, wf, x, ldx, xf, K, b, y + r, ldy, pf); break;
         }
     }
 }
@@ -556,7 +672,7 @@ MS_F16DOT void mxfp4_avx512(const uint16_t *x, const float *xf, int n_tok, int64
     if (scratch.size() < size_t(B * lds)) scratch.resize(size_t(B * lds));
     uint16_t *sw = scratch.data();
     const int nb = K / 32;
-    if (table_of.size() < size_t(nb)) table_of.resize(size_t(nb));
+    if (table_of.size() < size_t(nb + kRowTablesPad)) table_of.resize(size_t(nb + kRowTablesPad));
     int32_t *tof = table_of.data();
     const char *tables = reinterpret_cast<const char *>(kTables.t);
     for (int r = r0; r < r1; r += B) {
@@ -568,7 +684,7 @@ MS_F16DOT void mxfp4_avx512(const uint16_t *x, const float *xf, int n_tok, int64
             const int e_max = mxfp4_row_tables(scales + int64_t(r + i) * nb, nb, tof);
             for (int b = 0; b < nb; ++b) {
                 const uint16_t *table = reinterpret_cast<const uint16_t *>(tables + tof[b]);
-                _mm512_store_si512(sw + i * lds + b * 32, decode_block(blk + b * 16, table));
+                _mm512_store_si512(sw + i * lds + b * 32, decode_block_natural(blk + b * 16, table));
             }
             wf[i] = mxfp4_row_factor(e_max);
         }

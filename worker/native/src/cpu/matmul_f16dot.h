@@ -37,7 +37,7 @@
 
 namespace ms {
 
-bool f16_dot_supported();  // AVX-512 F/BW/VL/DQ + FP16, checked at run time
+bool f16_dot_supported();  // AVX-512 F/BW/VL/DQ + FP16 + VBMI (every FP16 CPU has it), checked at run time
 
 // IEEE binary16 <-> fp32 (round to nearest even, subnormals kept), portable.
 uint16_t f32_to_f16(float f);
@@ -64,7 +64,7 @@ void matmul_f16w_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int 
                            const float *factor, const float *bias, int K, int r0, int r1, float *y, int64_t ldy);
 
 // matmul_bf16_f16x_rows with MXFP4 weights (blocks/scales as in matmul_mxfp4.h; K % 32 == 0), x in natural element
-// order. Calls of up to 6 tokens decode the blocks inside the register tile, larger ones into an L1 scratch shared by
+// order. Calls of up to 12 tokens decode the blocks inside the register tile, larger ones into an L1 scratch shared by
 // the token tiles; both give the same bits.
 void matmul_mxfp4_f16x_rows(Simd s, const uint16_t *x, const float *x_scale, int n_tok, int64_t ldx,
                             const uint8_t *blocks, const uint8_t *scales, const float *bias, int K, int r0, int r1,
