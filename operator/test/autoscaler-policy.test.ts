@@ -10,6 +10,7 @@ import {
   type PolicyInput,
   type PolicyState,
 } from '../src/autoscaler/policy.js';
+import { idleInput } from './policy-input.js';
 
 const config = (over: Partial<PolicyConfig> = {}): PolicyConfig => ({
   ...DEFAULT_TUNING,
@@ -23,18 +24,7 @@ const config = (over: Partial<PolicyConfig> = {}): PolicyConfig => ({
   ...over,
 });
 
-const input = (c: PolicyConfig, over: Partial<PolicyInput> = {}): PolicyInput => ({
-  config: c,
-  currentReplicas: 1,
-  readyReplicas: 1,
-  pendingPods: 0,
-  gatewayQueue: 0,
-  workerWaiting: 0,
-  workerRunning: 0,
-  scheduleFloor: 0,
-  signalsAvailable: true,
-  ...over,
-});
+const input = idleInput;
 
 /** Runs the policy every 2 s with a fresh input per tick, applying each decision (pods become ready at once). */
 function run(

@@ -13,6 +13,7 @@ import {
   type PolicyConfig,
   type PolicyInput,
 } from '../src/autoscaler/policy.js';
+import { idleInput } from './policy-input.js';
 
 const config: PolicyConfig = {
   ...DEFAULT_TUNING,
@@ -76,18 +77,11 @@ function run(ticks: number, workers: Workers): { decisions: Decision[]; queues: 
   const decisions: Decision[] = [];
   const queues: number[] = [];
   for (let i = 0; i < ticks; i++) {
-    const input: PolicyInput = {
-      config,
+    const input: PolicyInput = idleInput(config, {
       currentReplicas: current,
       readyReplicas: current,
-      pendingPods: 0,
-      gatewayQueue: 0,
-      workerWaiting: 0,
-      workerRunning: 0,
-      scheduleFloor: 0,
-      signalsAvailable: true,
       ...workers.tick(current),
-    };
+    });
     const d = decide(input, state, i * 2000);
     decisions.push(d);
     queues.push(input.gatewayQueue);
