@@ -1,7 +1,8 @@
 // Machine-readable reasons of autoscaling decisions: the `reason` of status.scalingHistory entries and Events.
 // docs/autoscaler.md explains each one.
 export const REASONS = {
-  QueueDepth: 'demand (gateway queue + waiting + running) over queueDepthPerReplica sets the count',
+  QueueDepth:
+    'the queued work sets the count: demand (gateway queue + waiting + running) over queueDepthPerReplica, or, with the prompt-token signals, prompt tokens over prefill tokens/s, slots held by long answers, or a decode-bound queue (the message says which)',
   SLOViolation: 'observed p95 TTFT or ITL over its target raised the count',
   Panic: 'a burst over the panic threshold: scaled up at once, no scale down until it has passed',
   ScheduleFloor: 'an active schedule holds a higher floor',
