@@ -15,6 +15,7 @@ import type { PolicyState } from '../src/autoscaler/policy.js';
 import { encodeWake, stateKey, WAKE_CHANNEL, writeQueueLength } from '../src/autoscaler/signals-keys.js';
 import { collectionPath, objectPath, resources } from '../src/k8s/resources.js';
 import { KubeClient } from '../src/k8s/rest.js';
+import { createAutoscaledModel } from './autoscaled-model.js';
 import { createLogger } from '../src/telemetry/logger.js';
 
 jest.setTimeout(180_000);
@@ -85,21 +86,8 @@ function newAutoscaler(tickMs = 1000): Autoscaler {
   return a;
 }
 
-async function createModel(name: string, autoscaling: Record<string, unknown>, replicas: number): Promise<void> {
-  await api.request('POST', collectionPath(resources.modelDeployments, NS), {
-    body: {
-      apiVersion: 'serving.modelserve.dev/v1alpha1',
-      kind: 'ModelDeployment',
-      metadata: { name, namespace: NS },
-      spec: {
-        model: { name: `${name}-model`, source: 'file:///models/gpt-oss-20b' },
-        resources: { gpus: 1 },
-        replicas,
-        autoscaling: { enabled: true, ...autoscaling },
-      },
-    },
-  });
-}
+const createModel = (name: string, autoscaling: Record<string, unknown>, replicas: number): Promise<void> =>
+  createAutoscaledModel(api, NS, name, autoscaling, replicas);
 
 const get = (name: string) => api.get<ModelDeployment>(objectPath(resources.modelDeployments, NS, name));
 const replicasOf = async (name: string) => (await get(name)).spec.replicas;

@@ -25,6 +25,7 @@ import { ANNOTATION_METRICS_PORT } from '../src/autoscaler/signals.js';
 import { collectionPath, objectPath, resources } from '../src/k8s/resources.js';
 import { startWorker, tinyCheckpoint, type WorkerProcess } from '../../worker/test/support/worker-process.js';
 import { KubeClient } from '../src/k8s/rest.js';
+import { createAutoscaledModel } from './autoscaled-model.js';
 import { createLogger } from '../src/telemetry/logger.js';
 
 jest.setTimeout(180_000);
@@ -70,29 +71,15 @@ afterAll(async () => {
   await cp?.stop();
 });
 
-async function createModel(name: string, autoscaling: Record<string, unknown>): Promise<void> {
-  await api.request('POST', collectionPath(resources.modelDeployments, NS), {
-    body: {
-      apiVersion: 'serving.modelserve.dev/v1alpha1',
-      kind: 'ModelDeployment',
-      metadata: { name, namespace: NS },
-      spec: {
-        model: { name: `${name}-model`, source: 'file:///models/gpt-oss-20b' },
-        resources: { gpus: 1 },
-        replicas: 1,
-        autoscaling: {
-          enabled: true,
-          minReplicas: 0,
-          maxReplicas: 8,
-          queueDepthPerReplica: 4,
-          scaleToZeroAfterSeconds: 600,
-          slo: { ttftP95Ms: 2000 },
-          ...autoscaling,
-        },
-      },
-    },
+const createModel = (name: string, autoscaling: Record<string, unknown>): Promise<void> =>
+  createAutoscaledModel(api, NS, name, {
+    minReplicas: 0,
+    maxReplicas: 8,
+    queueDepthPerReplica: 4,
+    scaleToZeroAfterSeconds: 600,
+    slo: { ttftP95Ms: 2000 },
+    ...autoscaling,
   });
-}
 
 /**
  * A gateway replica with no worker for `model`: `prompts` chat requests wait in its queue (the queue the gateway's
