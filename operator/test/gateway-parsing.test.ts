@@ -25,7 +25,7 @@ describe('requestFacts', () => {
     expect(f.model).toBe('m');
     expect(f.stream).toBe(true);
     expect(f.prefixKey).toBe('system\u0000You are terse.\u0000user\u0000Hi\u0000');
-    expect(f.promptChars).toBe('You are terse.'.length + 2 + 5);
+    expect(f.promptTokens()).toBe(Math.ceil(('You are terse.'.length + 2 + 5) / 4));
     expect(requestFacts('chat', { model: 'm', messages: [{ role: 'system', content: 'abcdef' }] }, 9).prefixKey).toBe(
       'system\u0000ab',
     );
@@ -41,7 +41,7 @@ describe('requestFacts', () => {
   test('completions accept a string, strings or token ids', () => {
     expect(requestFacts('completion', { model: 'm', prompt: 'hello' }, 3).prefixKey).toBe('hel');
     expect(requestFacts('completion', { model: 'm', prompt: ['a', 'b'] }, 10).promptText()).toBe('a\nb');
-    expect(requestFacts('completion', { model: 'm', prompt: [1, 2, 3] }, 10).promptChars).toBe(12);
+    expect(requestFacts('completion', { model: 'm', prompt: [1, 2, 3] }, 10).promptTokens()).toBe(3);
   });
 
   test.each([

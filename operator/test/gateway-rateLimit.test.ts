@@ -1,5 +1,5 @@
 // Sliding-window rate-limit math (the Redis script that applies it is exercised in gateway-auth.int.test.ts).
-import { estimateTokens, retryAfterMs, slidingCount, windowPosition } from '../src/gateway/rateLimit.js';
+import { retryAfterMs, slidingCount, windowPosition } from '../src/gateway/rateLimit.js';
 
 const W = 60_000;
 
@@ -50,9 +50,4 @@ test('the answer is the first moment the request fits (checked by stepping throu
     expect(countAt(t) + 1).toBeLessThanOrEqual(limit + 1e-6);
     if (t > 0) expect(countAt(t - 2) + 1).toBeGreaterThan(limit);
   }
-});
-
-test('token estimate is about 4 characters per token', () => {
-  expect(estimateTokens(0)).toBe(0);
-  expect(estimateTokens(9)).toBe(3);
 });

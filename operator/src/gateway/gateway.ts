@@ -13,7 +13,7 @@ import { GatewayError, sendError } from './errors.js';
 import * as metrics from './metrics.js';
 import { ModelQueue, QueueAbortedError, QueueFullError, QueueTimeoutError, type Lease } from './modelQueue.js';
 import type { QueueSignals } from './queueSignals.js';
-import { estimateTokens, type LimitDecision, type RateLimiter } from './rateLimit.js';
+import type { LimitDecision, RateLimiter } from './rateLimit.js';
 import { BodyError, requestFacts, upstreamBody, type RequestFacts } from './requestBody.js';
 import { createUpstreamAgent, forward, type Attempt, type Usage } from './upstream.js';
 import { WorkerPool } from './workerPool.js';
@@ -268,7 +268,7 @@ export class Gateway {
       const target = this.deps.discovery.target(facts.model);
       if (!target) throw errors.modelNotFound(facts.model);
       if (key) {
-        admitted = await this.deps.limiter.admit(key.id, key, estimateTokens(facts.promptChars));
+        admitted = await this.deps.limiter.admit(key.id, key, facts.promptTokens());
         if (!admitted.allowed) {
           metrics.rateLimited.inc({ limit: admitted.limit });
           throw errors.rateLimited(admitted.limit, Math.max(1, Math.ceil(admitted.retryAfterMs / 1000)));

@@ -53,9 +53,6 @@ export function retryAfterMs(
   return Math.ceil(remaining + Math.max(0, next));
 }
 
-/** A rough prompt token count before the worker tokenizes it: about four characters per token of English text. */
-export const estimateTokens = (chars: number): number => Math.ceil(chars / 4);
-
 export interface Limits {
   rpm: number;
   tpm: number;

@@ -7,11 +7,9 @@ export interface RequestFacts {
   stream: boolean;
   /** The start of the rendered prompt (system messages, then the first other message), at most `prefixChars` long. */
   prefixKey: string;
-  /** Characters of prompt text, for the rate limiter's token estimate. */
-  promptChars: number;
   /**
-   * Estimated prompt tokens (see estimatePromptTokens), computed on the first call: only requests that wait in the
-   * queue need it.
+   * Estimated prompt tokens (see estimatePromptTokens), computed on the first call: only a rate-limited key's request
+   * and a request that waits in the queue need it.
    */
   promptTokens(): number;
   /** The prompt text for the audit log when prompt logging is on. */
@@ -92,7 +90,6 @@ export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixC
       model: obj.model,
       stream,
       prefixKey: rendered.slice(0, prefixChars),
-      promptChars: messages.reduce((n, m) => n + m.text.length, 0),
       promptTokens: once(() => estimatePromptTokens(utf8Bytes(messages.map((m) => m.text)))),
       promptText: () => messages.map((m) => `${m.role}: ${m.text}`).join('\n'),
     };
@@ -107,10 +104,6 @@ export function requestFacts(kind: 'chat' | 'completion', body: unknown, prefixC
     model: obj.model,
     stream,
     prefixKey: text.slice(0, prefixChars),
-    promptChars:
-      typeof prompt === 'string' || typeof (prompt as unknown[])[0] === 'string'
-        ? text.length
-        : (prompt as number[]).length * 4,
     // Token ids are counted exactly; text is estimated.
     promptTokens: once(() =>
       typeof prompt === 'string' || typeof (prompt as unknown[])[0] === 'string'
