@@ -125,7 +125,7 @@ export interface ModelDeploymentSpecAutoscaling {
   maxGPUs?: number;
   /** Waiting requests per ready replica above which the autoscaler adds replicas. */
   queueDepthPerReplica: number;
-  /** Prompt tokens one replica prefills per second, from the engine benchmark (make bench-engine) on this model and GPU. Sizes replicas by queued prompt tokens instead of request counts; unset, the autoscaler measures it while requests wait. */
+  /** Prompt tokens one replica prefills per second on this model and GPU, from the engine's prefill benchmark (hack/gpu bench_cuda; make bench-engine on CPU). Sizes replicas by queued prompt tokens, with the requests each replica holds as a floor; unset, the autoscaler measures it while requests wait. */
   prefillTokensPerSecond?: number;
   /** Latency objectives; observed p95 above a target raises the replica count. */
   slo?: ModelDeploymentSpecAutoscalingSlo;
