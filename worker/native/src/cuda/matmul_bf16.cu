@@ -12,13 +12,15 @@
 
 #include "common/env.h"
 #include "cuda/cuda_check.cuh"
-#include "cuda/gemv_row.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/pdl.cuh"
 
 namespace ms::cuda {
 
 namespace {
+
+__device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 constexpr int kGemvRowsPerBlock = 8;  // one warp per row
 
@@ -27,16 +29,36 @@ __global__ void gemv_kernel(const float *__restrict__ x, int K, const uint16_t *
                             const float *__restrict__ bias, int N, float *__restrict__ out, bool accumulate) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r = blockIdx.x * kGemvRowsPerBlock + warp;
-    if (r < N) gemv_row_prefetch(w + (long long)r * K, K, lane);
+    // The weights do not depend on the previous kernel: start pulling this warp's row into L2 before waiting for it.
+    if (r < N) {
+        const char *row = reinterpret_cast<const char *>(w + (long long)r * K);
+        for (int off = lane * 128; off < K * 2; off += 32 * 128) prefetch_l2(row + off);
+    }
     pdl_wait();
     pdl_trigger();
     if (r >= N) return;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (long long)r * K);
     float acc[NT];
-    gemv_row_dot<NT>(x, K, w + (long long)r * K, lane, acc);
-    if (lane == 0) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.f;
+    const int K8 = K / 8;
+#pragma unroll 4
+    for (int k8 = lane; k8 < K8; k8 += 32) {
+        const uint4 wv = __ldg(wr + k8);
+        const float w0 = bf16_lo(wv.x), w1 = bf16_hi(wv.x), w2 = bf16_lo(wv.y), w3 = bf16_hi(wv.y);
+        const float w4 = bf16_lo(wv.z), w5 = bf16_hi(wv.z), w6 = bf16_lo(wv.w), w7 = bf16_hi(wv.w);
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-            float v = acc[t];
+            const float4 a = __ldg(reinterpret_cast<const float4 *>(x + (long long)t * K) + 2 * k8);
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(x + (long long)t * K) + 2 * k8 + 1);
+            acc[t] += a.x * w0 + a.y * w1 + a.z * w2 + a.w * w3 + b.x * w4 + b.y * w5 + b.z * w6 + b.w * w7;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        float v = acc[t];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) {
             if (bias) v += bias[r];
             float *dst = out + (long long)t * N + r;
             *dst = accumulate ? *dst + v : v;
