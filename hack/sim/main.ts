@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { hpaPolicy, knativePolicy, OURS_CONFIG, oursPolicy, staticPolicy } from './policies.js';
 import { burstOutcomes, burstTable, findBursts, type StartupClasses } from './bursts.js';
 import { burstReport, plotHtml } from './report.js';
-import { simulate, type SimOptions, type SimResult } from './simulator.js';
+import { GATEWAY_DEFAULTS, simulate, type SimOptions, type SimResult } from './simulator.js';
 import { decodeHeavyTrace, jitterTrace, loadTrace, scaleTrace, type TraceRequest } from './trace.js';
 import { GPT_OSS_120B_H100, prefillThroughput } from './workerModel.js';
 
@@ -89,16 +89,10 @@ function main(): void {
     'TTFT SLO 2 s; attainment counts rejected requests as misses; GPU-hours include cold starts and drains\n',
   );
 
-  // The gateway's defaults (operator/src/gateway/config.ts): 64 in flight per worker, 256 queued, 60 s deadline.
   const optionsFor = (speed: number, coldStartS: number): SimOptions => ({
+    ...GATEWAY_DEFAULTS,
     model,
     coldStartS,
-    gpusPerReplica: 1,
-    ttftSloS: 2,
-    ttftWindowS: 20,
-    maxQueue: 256,
-    queueTimeoutS: 60,
-    maxInflightPerWorker: 64,
     promoteS: PROMOTE_S,
     sampleEveryS: 5 / speed,
   });

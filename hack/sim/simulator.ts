@@ -70,6 +70,19 @@ export interface SimOptions {
   sampleEveryS: number;
 }
 
+/**
+ * The gateway's defaults (operator/src/gateway/config.ts: 64 in flight per worker, 256 queued, 60 s deadline), one GPU
+ * a replica, the 2 s TTFT SLO and the autoscaler's 20 s latency window: what every replay shares.
+ */
+export const GATEWAY_DEFAULTS = {
+  gpusPerReplica: 1,
+  ttftSloS: 2,
+  ttftWindowS: 20,
+  maxQueue: 256,
+  queueTimeoutS: 60,
+  maxInflightPerWorker: 64,
+} as const satisfies Partial<SimOptions>;
+
 interface Seq {
   arrival: number;
   /** When the gateway sent it to a worker (the worker's TTFT clock starts here). */

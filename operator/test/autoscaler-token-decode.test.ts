@@ -2,7 +2,7 @@
 // decodes (each one holds one of the gateway's 64 slots per worker for its whole answer) while its prompt tokens say
 // one replica is plenty; the policy must still scale up on such a load, and must not on a light one.
 import { OURS_CONFIG, oursPolicy } from '../../hack/sim/policies.js';
-import { simulate } from '../../hack/sim/simulator.js';
+import { GATEWAY_DEFAULTS, simulate } from '../../hack/sim/simulator.js';
 import { decodeHeavyTrace } from '../../hack/sim/trace.js';
 import { GPT_OSS_120B_H100, prefillThroughput } from '../../hack/sim/workerModel.js';
 import {
@@ -169,14 +169,9 @@ describe('the token view and decode-bound load (issue 6)', () => {
     const meanContext = trace.reduce((sum, r) => sum + r.context, 0) / trace.length;
     const config = { ...OURS_CONFIG, prefillTokensPerSecond: prefillThroughput(GPT_OSS_120B_H100, meanContext) };
     const r = simulate(trace, oursPolicy(config), {
+      ...GATEWAY_DEFAULTS,
       model: GPT_OSS_120B_H100,
       coldStartS: 5,
-      gpusPerReplica: 1,
-      ttftSloS: 2,
-      ttftWindowS: 20,
-      maxQueue: 256,
-      queueTimeoutS: 60,
-      maxInflightPerWorker: 64,
       sampleEveryS: 5,
     });
     // Before the slot view the token view held one replica: 1,423 of 2,476 requests were rejected, 6.5 % attained.
