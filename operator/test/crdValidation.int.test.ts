@@ -124,7 +124,7 @@ describe('ModelDeployment validation by the API server', () => {
     expect(r.stdout).toMatch(/queueDepthPerReplica/);
     expect(r.stdout).toMatch(/Waiting requests per ready replica/);
     expect(r.stdout).toMatch(/prefillTokensPerSecond/);
-    expect(r.stdout).toMatch(/from the engine benchmark/);
+    expect(r.stdout).toMatch(/the engine's\s+prefill\s+benchmark/);
   });
 
   it('accepts a positive prefillTokensPerSecond', async () => {
