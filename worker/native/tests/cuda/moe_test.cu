@@ -392,13 +392,6 @@ void parallel_for(int n, const std::function<void(int)> &fn) {
   for (auto &t : pool) t.join();
 }
 
-template <typename T>
-std::vector<T> from_device(const T *p, size_t n) {
-  std::vector<T> v(n);
-  check_cuda(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "D2H");
-  return v;
-}
-
 struct TileCoverage {
   int experts_empty = 0, experts_single = 0, experts_multi_tile = 0;
 };
@@ -416,11 +409,11 @@ void check_expert_matmuls(const HostMoe &m, const DeviceMoe &dm, int T, uint32_t
   moe::launch_down(dm.layer, T, tile, w, nullptr);
   check_cuda(cudaDeviceSynchronize(), "router, group, gate_up, down");
   cudaFree(dx);
-  const std::vector<uint16_t> xh = from_device(w.xh, size_t(T) * H), act = from_device(w.act, size_t(P) * I);
-  const std::vector<float> dn = from_device(w.dn, size_t(P) * H);
-  const std::vector<int> slot_token = from_device(w.slot_token, P), off = from_device(w.expert_off, E + 1);
-  const int n_tiles = from_device(w.n_tiles, 1)[0];
-  const std::vector<moe::Tile> tiles = from_device(w.tiles, n_tiles);
+  const std::vector<uint16_t> xh = download(w.xh, size_t(T) * H), act = download(w.act, size_t(P) * I);
+  const std::vector<float> dn = download(w.dn, size_t(P) * H);
+  const std::vector<int> slot_token = download(w.slot_token, P), off = download(w.expert_off, E + 1);
+  const int n_tiles = download(w.n_tiles, 1)[0];
+  const std::vector<moe::Tile> tiles = download(w.tiles, n_tiles);
 
   // The tile list: each expert's slots in consecutive tiles of at most `tile`.
   ASSERT_EQ(off[E], P);

@@ -95,6 +95,7 @@ size_t moe_workspace_bytes(const MoeLayer &l, int max_tokens) {
   // Kernel set-up (shared-memory opt-in, occupancy) happens here, outside any graph capture.
   moe::prepare_decode(l.hidden, l.inter, max_tokens);
   moe::prepare_prefill();
+  moe::prepare_router();
   return moe::carve_workspace(l, max_tokens, nullptr).bytes;
 }
 

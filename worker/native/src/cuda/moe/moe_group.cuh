@@ -34,18 +34,35 @@ __device__ inline void group_pairs(const int *ids, int n_pairs, int n_experts, i
     if (lane == 0) count[e] = c;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int acc = 0, nt = 0;
-    for (int e = 0; e < n_experts; ++e) {
+  if (warp == 0) {  // offsets and tiles: each lane a run of consecutive experts, placed by a scan over the lanes
+    const int per = (n_experts + 31) / 32, e0 = min(n_experts, lane * per), e1 = min(n_experts, e0 + per);
+    int slots = 0, tiles = 0;
+    for (int e = e0; e < e1; ++e) {
+      slots += count[e];
+      tiles += (count[e] + token_tile - 1) / token_tile;
+    }
+    int slots_end = slots, tiles_end = tiles;  // inclusive scans
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int s = __shfl_up_sync(0xffffffffu, slots_end, d), t = __shfl_up_sync(0xffffffffu, tiles_end, d);
+      if (lane >= d) {
+        slots_end += s;
+        tiles_end += t;
+      }
+    }
+    int acc = slots_end - slots, nt = tiles_end - tiles;
+    for (int e = e0; e < e1; ++e) {
       off[e] = acc;
       o.expert_off[e] = acc;
       for (int s = 0; s < count[e]; s += token_tile) o.tiles[nt++] = Tile{e, acc + s, min(token_tile, count[e] - s), 0};
       acc += count[e];
     }
-    off[n_experts] = acc;
-    o.expert_off[n_experts] = acc;
-    *o.n_tiles = nt;
-    if (o.tail_counter) *o.tail_counter = 0;
+    if (lane == 31) {
+      off[n_experts] = slots_end;
+      o.expert_off[n_experts] = slots_end;
+      *o.n_tiles = tiles_end;
+      if (o.tail_counter) *o.tail_counter = 0;
+    }
   }
   __syncthreads();
   for (int e = warp; e < n_experts; e += n_warps) {

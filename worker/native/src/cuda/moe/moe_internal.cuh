@@ -48,9 +48,12 @@ Workspace carve_workspace(const MoeLayer &l, int max_tokens, void *base);
 // Launchers (moe_router.cu, moe_group.cu, moe_mxfp4_matmul.cu, moe_combine.cu).
 // Returns true when the router kernel also did the grouping (every token in one block), so launch_group is not needed.
 // in_norm and l2 as in moe_forward: the router kernel norms x itself, and extra clusters of it issue the L2 hints.
+// variant: which router kernel (kDefault: the staged one when MODELSERVE_MOE_ROUTER_STAGED=1; either falls back to the
+// global-memory one past its hidden size); both give bitwise the same results.
+enum class RouterVariant { kDefault, kGlobal, kStaged };
 bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
                         cudaStream_t stream, const MoeInputNorm &in_norm = MoeInputNorm{},
-                        const MoeL2Prefetch &l2 = MoeL2Prefetch{});
+                        const MoeL2Prefetch &l2 = MoeL2Prefetch{}, RouterVariant variant = RouterVariant::kDefault);
 void launch_group(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream);
 // evict_first: the decode kernel (token tile 8) streams the expert weights with an L2 evict_first policy.
 void launch_gate_up_swiglu(const MoeLayer &l, int n_tokens, int token_tile, const Workspace &w, cudaStream_t stream,
@@ -68,6 +71,7 @@ void launch_combine(const MoeLayer &l, int n_tokens, float *residual, const Work
 // occupancy): done by moe_workspace_bytes so that graph capture sees launches only.
 void prepare_decode(int hidden, int inter, int max_tokens);
 void prepare_prefill();
+void prepare_router();
 
 // Token tile the matmul kernels use for a batch of n_tokens (8 for decode, larger for prefill).
 int choose_token_tile(int n_tokens, int top_k, int n_experts);

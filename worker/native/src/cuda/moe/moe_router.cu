@@ -9,12 +9,20 @@
 // rows, in rmsnorm.cu's order (so every block, and the stand-alone kernel, get the same bits), and reads x * inv * gain
 // wherever it read x. With L2 hints (MoeL2Prefetch) the grid has extra clusters that only issue them: the router's own
 // blocks stay as short as without.
+// Staged (MODELSERVE_MOE_ROUTER_STAGED=1, hidden <= 3072): at decode the router sits on the step's critical path with
+// the DRAM idle, so its length is its chain of dependent memory round trips. The staged variant shortens the chain:
+// before the wait on the previous kernel (which does not write them) each warp loads its first expert row into
+// registers and the block copies the norm's gain into shared memory; after the wait the block copies its tokens' x
+// into shared memory with every load in flight at once, and the norm, the fp16 copy and the dot products read x from
+// there. Same arithmetic in the same order: its outputs are bitwise those of the global-memory variant.
 #include <cooperative_groups.h>
 
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <mutex>
 
+#include "common/env.h"
 #include "cuda/moe/moe_group.cuh"
 
 namespace ms::cuda::moe {
@@ -29,10 +37,15 @@ constexpr int kMaxExpertsPerLane = 8;  // up to 256 experts
 // Clusters of hint-only blocks next to the router's own when L2 hints are given: 64 blocks x 256 threads, ~14 lines
 // each for a 29.5 MB range (the 20b qkv projection), issued from 64 SMs' load units rather than 8.
 constexpr int kHintClusters = 8;
+// The staged variant: x of up to kRouterTokens tokens and the gain in shared memory (8 x 3072 + 3072 floats = 108 KB
+// at most), and one expert row half of up to 3072 / 2 columns in registers (6 chunks of 8 bf16 per lane).
+constexpr int kStagedMaxHidden = 3072;
+constexpr int kStagedChunks = (kStagedMaxHidden / 8 / 2 + 31) / 32;
 
 struct RouterSmem {  // offsets (in 4-byte words) into the dynamic shared memory
-  int logits, partial, ids, count, norm_partial, inv_rms, total;
-  __host__ __device__ RouterSmem(int n_experts, int k) {
+  int logits, partial, ids, count, norm_partial, inv_rms, gain, x, total;
+  // staged_tokens: rows of x the staged variant keeps (0: the global-memory variant, which keeps none).
+  __host__ __device__ RouterSmem(int n_experts, int k, int hidden = 0, int staged_tokens = 0) {
     const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
     logits = 0;
     partial = logits + kRouterTokens * n_experts;
@@ -40,9 +53,18 @@ struct RouterSmem {  // offsets (in 4-byte words) into the dynamic shared memory
     count = ids + kRouterTokens * k;
     norm_partial = count + 2 * n_experts + 1;           // [kRouterWarps][kRouterTokens] (input norm only)
     inv_rms = norm_partial + kRouterWarps * kRouterTokens;  // [kRouterTokens]
-    total = inv_rms + kRouterTokens;
+    gain = (inv_rms + kRouterTokens + 3) / 4 * 4;       // [hidden], 16-byte aligned (staged only)
+    x = gain + (staged_tokens ? hidden : 0);            // [staged_tokens][hidden] (staged only)
+    total = x + staged_tokens * hidden;
   }
 };
+
+// The staged variant serves a launch when every row fits it (MODELSERVE_MOE_ROUTER_STAGED=1 asks for it).
+bool staged_switch() {
+  static const bool on = env_switch("MODELSERVE_MOE_ROUTER_STAGED", false);
+  return on;
+}
+bool staged_fits(int hidden) { return hidden <= kStagedMaxHidden && hidden % 8 == 0; }
 
 // The lines of [r.ptr, r.ptr + r.bytes), `thread` of `n_threads` taking every n_threads-th from its own: op(line
 // address, 128-byte aligned; a cudaMalloc'd range starts 256-byte aligned, so no line leaves its allocation).
@@ -74,7 +96,18 @@ __device__ __forceinline__ float4 rms_scaled(const float4 &v, float inv, const f
   return make_float4(v.x * inv * g[0], v.y * inv * g[1], v.z * inv * g[2], v.w * inv * g[3]);
 }
 
-template <bool kFuseGroup, bool kNorm>
+// One warp's share of an expert row half for the staged variant: chunk c_begin + lane + 32 j (8 bf16 each) into wv[j].
+__device__ __forceinline__ void load_row_half(const uint16_t *__restrict__ w, int e, int hidden, int c_begin, int c_end,
+                                              int lane, uint4 (&wv)[kStagedChunks]) {
+  const uint16_t *wr = w + size_t(e) * hidden;
+#pragma unroll
+  for (int j = 0; j < kStagedChunks; ++j) {
+    const int ch = c_begin + lane + 32 * j;
+    if (ch < c_end) wv[j] = *reinterpret_cast<const uint4 *>(wr + ch * 8);
+  }
+}
+
+template <bool kFuseGroup, bool kNorm, bool kStaged>
 __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouterWarps * 32)
     router_topk_kernel(const uint16_t *__restrict__ w, const uint16_t *__restrict__ b, const float *__restrict__ x,
                        int n_tokens, int hidden, int n_experts, int k, int *__restrict__ ids, float *__restrict__ wts,
@@ -88,30 +121,57 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
     pdl_wait();  // a kernel must not complete before its wait returned: completion stays transitive down the chain
     return;
   }
-  extern __shared__ float sh[];
-  const RouterSmem lay(n_experts, k);
+  extern __shared__ __align__(16) float sh[];
+  const RouterSmem lay(n_experts, k, hidden, kStaged ? min(kRouterTokens, n_tokens) : 0);
   cg::cluster_group cluster = cg::this_cluster();
   asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");  // "started"; waited on before writing remotely
-  const int rank0 = int(cluster.block_rank());
+  const int rank = int(cluster.block_rank());
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
+  const int e_begin = min(n_experts, rank * per_block), n_e = min(n_experts, e_begin + per_block) - e_begin;
+  const int n_chunks = hidden / 8, half_chunks = (n_chunks + 1) / 2;
   {  // The router weights do not depend on the previous kernel: start pulling this block's rows into L2 now.
-    const int per = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
-    const int e0 = min(n_experts, rank0 * per), e1 = min(n_experts, e0 + per);
-    const char *p = reinterpret_cast<const char *>(w + size_t(e0) * hidden);
-    for (size_t off = threadIdx.x * 128; off < size_t(e1 - e0) * hidden * 2; off += blockDim.x * 128)
+    const char *p = reinterpret_cast<const char *>(w + size_t(e_begin) * hidden);
+    for (size_t off = threadIdx.x * 128; off < size_t(n_e) * hidden * 2; off += blockDim.x * 128)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-    if constexpr (kNorm) {  // and the norm's gain, every block a share of its lines
+    if constexpr (kNorm && !kStaged) {  // and the norm's gain, every block a share of its lines
       const char *g = reinterpret_cast<const char *>(gain);
-      for (size_t off = (rank0 * blockDim.x + threadIdx.x) * 128; off < size_t(hidden) * 4;
+      for (size_t off = (rank * blockDim.x + threadIdx.x) * 128; off < size_t(hidden) * 4;
            off += kClusterBlocks * blockDim.x * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(g + off));
     }
   }
+  // Staged: the warp's first row half into registers, the gain into shared memory, both before the wait.
+  uint4 w_first[kStaged ? kStagedChunks : 1];
+  if constexpr (kStaged) {
+    if (warp < 2 * n_e)
+      load_row_half(w, e_begin + warp / 2, hidden, (warp & 1) * half_chunks,
+                    min(n_chunks, (warp & 1) * half_chunks + half_chunks), lane, w_first);
+    if constexpr (kNorm)
+      for (int i = threadIdx.x; i < hidden; i += blockDim.x) sh[lay.gain + i] = __ldg(gain + i);
+  }
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
-  const int rank = int(cluster.block_rank());
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t0 = blockIdx.y * kRouterTokens;
   const int nt = min(kRouterTokens, n_tokens - t0);
+  if constexpr (kStaged) {  // this cluster's rows of x into shared memory, up to 8 16-byte loads per thread in flight
+    const int n4 = nt * hidden / 4;
+    const float4 *src = reinterpret_cast<const float4 *>(x + size_t(t0) * hidden);
+    float4 *dst = reinterpret_cast<float4 *>(sh + lay.x);
+    for (int i0 = threadIdx.x; i0 < n4; i0 += 8 * blockDim.x) {
+      float4 v[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (i0 + j * int(blockDim.x) < n4) v[j] = src[i0 + j * blockDim.x];
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (i0 + j * int(blockDim.x) < n4) dst[i0 + j * blockDim.x] = v[j];
+    }
+    __syncthreads();
+  }
+  // Where this block reads its tokens' x (row t at xr + t * hidden) and the gain.
+  const float *xr = kStaged ? sh + lay.x : x + size_t(t0) * hidden;
+  const float *gr = kStaged ? sh + lay.gain : gain;
   float inv[kRouterTokens];  // input norm: 1 / RMS of each of this cluster's tokens
   if constexpr (kNorm) {
     // rmsnorm.cu's order (it also runs 256 threads a row): each thread sums the squares of columns thread,
@@ -126,7 +186,7 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
 #pragma unroll
       for (int t = 0; t < kRouterTokens; ++t)
         if (t < nt) {
-          const float v = x[size_t(t0 + t) * hidden + i];
+          const float v = xr[size_t(t) * hidden + i];
           ss[t] += v * v;
         }
     }
@@ -150,21 +210,18 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   const int own = (hidden / 8 - rank + kClusterBlocks - 1) / kClusterBlocks;  // 8-column chunks rank, rank + 8, ...
   for (int i = threadIdx.x; i < nt * own; i += blockDim.x) {
     const int t = i / own, c = (rank + (i - t * own) * kClusterBlocks) * 8;
-    const float4 *src = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
+    const float4 *src = reinterpret_cast<const float4 *>(xr + size_t(t) * hidden + c);
     float4 p = src[0], q = src[1];
     if constexpr (kNorm) {
       const float r = sh[lay.inv_rms + t];
-      p = rms_scaled(p, r, gain + c);
-      q = rms_scaled(q, r, gain + c + 4);
+      p = rms_scaled(p, r, gr + c);
+      q = rms_scaled(q, r, gr + c + 4);
     }
     const __half2 h[4] = {__floats2half2_rn(p.x, p.y), __floats2half2_rn(p.z, p.w), __floats2half2_rn(q.x, q.y),
                           __floats2half2_rn(q.z, q.w)};
     *reinterpret_cast<uint4 *>(xh + size_t(t0 + t) * hidden + c) = *reinterpret_cast<const uint4 *>(h);
   }
-  const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
-  const int e_begin = min(n_experts, rank * per_block), n_e = min(n_experts, e_begin + per_block) - e_begin;
   float *partial = sh + lay.partial;  // [2 * per_block][kRouterTokens]
-  const int n_chunks = hidden / 8, half_chunks = (n_chunks + 1) / 2;
 
   for (int item = warp; item < 2 * n_e; item += kRouterWarps) {
     const int e = e_begin + item / 2, c_begin = (item & 1) * half_chunks;
@@ -172,26 +229,40 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
     float acc[kRouterTokens];
 #pragma unroll
     for (int t = 0; t < kRouterTokens; ++t) acc[t] = 0.f;
-    const uint16_t *wr = w + size_t(e) * hidden;
-#pragma unroll 6
-    for (int ch = c_begin + lane; ch < c_end; ch += 32) {
+    // One chunk of 8 columns (weights wv) into every token's sum.
+    auto add_chunk = [&](const uint4 &wv, int ch) {
       const int c = ch * 8;
-      const uint4 wv = *reinterpret_cast<const uint4 *>(wr + c);
       float g[8];  // input norm: this chunk's gain, shared by the tokens (scalar loads: no alignment asked of it)
       if constexpr (kNorm) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) g[j] = __ldg(gain + c + j);
+        for (int j = 0; j < 8; ++j) g[j] = kStaged ? gr[c + j] : __ldg(gain + c + j);
       }
 #pragma unroll
       for (int t = 0; t < kRouterTokens; ++t) {
         if (t < nt) {
-          const float4 *xp = reinterpret_cast<const float4 *>(x + size_t(t0 + t) * hidden + c);
+          const float4 *xp = reinterpret_cast<const float4 *>(xr + size_t(t) * hidden + c);
           if constexpr (kNorm)
             acc[t] += dot_bf16x8(wv, rms_scaled(xp[0], inv[t], g), rms_scaled(xp[1], inv[t], g + 4));
           else
             acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
         }
       }
+    };
+    if constexpr (kStaged) {  // the row half in registers (loaded before the wait for the first item), then the sums
+      uint4 wv[kStagedChunks];
+      if (item == warp) {
+#pragma unroll
+        for (int j = 0; j < kStagedChunks; ++j) wv[j] = w_first[j];
+      } else {
+        load_row_half(w, e, hidden, c_begin, c_end, lane, wv);
+      }
+#pragma unroll
+      for (int j = 0; j < kStagedChunks; ++j)
+        if (c_begin + lane + 32 * j < c_end) add_chunk(wv[j], c_begin + lane + 32 * j);
+    } else {
+      const uint16_t *wr = w + size_t(e) * hidden;
+#pragma unroll 6
+      for (int ch = c_begin + lane; ch < c_end; ch += 32) add_chunk(*reinterpret_cast<const uint4 *>(wr + ch * 8), ch);
     }
 #pragma unroll
     for (int t = 0; t < kRouterTokens; ++t) {
@@ -240,16 +311,39 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   }
 }
 
+template <bool kStaged>
+auto router_kernel(bool fuse_group, bool norm) {
+  return fuse_group ? (norm ? router_topk_kernel<true, true, kStaged> : router_topk_kernel<true, false, kStaged>)
+                    : (norm ? router_topk_kernel<false, true, kStaged> : router_topk_kernel<false, false, kStaged>);
+}
+
+// The most dynamic shared memory the staged variant asks for (256 experts, top-8, 8 rows of 3072).
+size_t staged_smem_max() { return size_t(RouterSmem(256, 8, kStagedMaxHidden, kRouterTokens).total) * sizeof(float); }
+
 }  // namespace
 
+void prepare_router() {  // past 48 KB a kernel must opt in (8 staged rows of 2880 are 101 KB)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const bool fuse : {false, true})
+      for (const bool norm : {false, true})
+        cudaFuncSetAttribute(router_kernel<true>(fuse, norm), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             int(staged_smem_max()));
+  });
+}
+
 bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int token_tile, const Workspace &w,
-                        cudaStream_t stream, const MoeInputNorm &in_norm, const MoeL2Prefetch &l2) {
+                        cudaStream_t stream, const MoeInputNorm &in_norm, const MoeL2Prefetch &l2,
+                        RouterVariant variant) {
+  const bool staged = (variant == RouterVariant::kStaged || (variant == RouterVariant::kDefault && staged_switch())) &&
+                      staged_fits(l.hidden);
   const int token_blocks = (n_tokens + kRouterTokens - 1) / kRouterTokens;
-  const size_t smem = size_t(RouterSmem(l.n_experts, l.top_k).total) * sizeof(float);
+  const int staged_rows = staged ? std::min(kRouterTokens, n_tokens) : 0;
+  const size_t smem = size_t(RouterSmem(l.n_experts, l.top_k, l.hidden, staged_rows).total) * sizeof(float);
   const dim3 grid(kClusterBlocks * (1 + (l2.any() ? kHintClusters : 0)), token_blocks);
   const bool fuse_group = token_blocks == 1, norm = in_norm.gain != nullptr;
-  auto kernel = fuse_group ? (norm ? router_topk_kernel<true, true> : router_topk_kernel<true, false>)
-                           : (norm ? router_topk_kernel<false, true> : router_topk_kernel<false, false>);
+  if (staged) prepare_router();
+  auto kernel = staged ? router_kernel<true>(fuse_group, norm) : router_kernel<false>(fuse_group, norm);
   launch_pdl(kernel, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x, n_tokens, l.hidden,
              l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh), token_tile,
              fuse_group ? group_out(w) : GroupOut{}, in_norm.gain, in_norm.eps, l2);
