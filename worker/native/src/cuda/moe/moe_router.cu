@@ -11,10 +11,11 @@
 // blocks stay as short as without.
 // Staged (MODELSERVE_MOE_ROUTER_STAGED=1, hidden <= 3072): at decode the router sits on the step's critical path with
 // the DRAM idle, so its length is its chain of dependent memory round trips. The staged variant shortens the chain:
-// before the wait on the previous kernel (which does not write them) each warp loads its first expert row into
-// registers and the block copies the norm's gain into shared memory; after the wait the block copies its tokens' x
-// into shared memory with every load in flight at once, and the norm, the fp16 copy and the dot products read x from
-// there. Same arithmetic in the same order: its outputs are bitwise those of the global-memory variant.
+// before the wait on the previous kernel (which does not write them) each warp loads its first four expert row halves
+// into registers (every row up to 128 experts) and the block copies the norm's gain into shared memory; after the
+// wait the block copies its tokens' x into shared memory with every load in flight at once, and the norm, the fp16
+// copy and the dot products read x from there. Same arithmetic in the same order: its outputs are bitwise those of the
+// global-memory variant.
 #include <cooperative_groups.h>
 
 #include <cuda_fp16.h>
@@ -41,6 +42,8 @@ constexpr int kHintClusters = 8;
 // at most), and one expert row half of up to 3072 / 2 columns in registers (6 chunks of 8 bf16 per lane).
 constexpr int kStagedMaxHidden = 3072;
 constexpr int kStagedChunks = (kStagedMaxHidden / 8 / 2 + 31) / 32;
+// Row halves per warp loaded before the wait: 4 covers 128 experts (gpt-oss-120b: 16 per block, 32 halves, 8 warps).
+constexpr int kStagedItems = 4;
 
 struct RouterSmem {  // offsets (in 4-byte words) into the dynamic shared memory
   int logits, partial, ids, count, norm_partial, inv_rms, gain, x, total;
@@ -141,12 +144,15 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
         asm volatile("prefetch.global.L2 [%0];" ::"l"(g + off));
     }
   }
-  // Staged: the warp's first row half into registers, the gain into shared memory, both before the wait.
-  uint4 w_first[kStaged ? kStagedChunks : 1];
+  // Staged: the warp's first kStagedItems row halves into registers, the gain into shared memory, before the wait.
+  uint4 w_pre[kStaged ? kStagedItems : 1][kStaged ? kStagedChunks : 1];
   if constexpr (kStaged) {
-    if (warp < 2 * n_e)
-      load_row_half(w, e_begin + warp / 2, hidden, (warp & 1) * half_chunks,
-                    min(n_chunks, (warp & 1) * half_chunks + half_chunks), lane, w_first);
+#pragma unroll
+    for (int j = 0; j < kStagedItems; ++j) {
+      const int item = warp + j * kRouterWarps, c_begin = (item & 1) * half_chunks;
+      if (item < 2 * n_e)
+        load_row_half(w, e_begin + item / 2, hidden, c_begin, min(n_chunks, c_begin + half_chunks), lane, w_pre[j]);
+    }
     if constexpr (kNorm)
       for (int i = threadIdx.x; i < hidden; i += blockDim.x) sh[lay.gain + i] = __ldg(gain + i);
   }
@@ -223,7 +229,9 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   }
   float *partial = sh + lay.partial;  // [2 * per_block][kRouterTokens]
 
-  for (int item = warp; item < 2 * n_e; item += kRouterWarps) {
+  // One row half (item: expert e_begin + item / 2, half item & 1) into partial[item][t]; `load(c_begin, c_end, wv)`
+  // gives the staged variant its weights.
+  auto dot_item = [&](int item, auto &&load) {
     const int e = e_begin + item / 2, c_begin = (item & 1) * half_chunks;
     const int c_end = min(n_chunks, c_begin + half_chunks);
     float acc[kRouterTokens];
@@ -248,14 +256,9 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
         }
       }
     };
-    if constexpr (kStaged) {  // the row half in registers (loaded before the wait for the first item), then the sums
+    if constexpr (kStaged) {  // the row half in registers, then the sums
       uint4 wv[kStagedChunks];
-      if (item == warp) {
-#pragma unroll
-        for (int j = 0; j < kStagedChunks; ++j) wv[j] = w_first[j];
-      } else {
-        load_row_half(w, e, hidden, c_begin, c_end, lane, wv);
-      }
+      load(e, c_begin, c_end, wv);
 #pragma unroll
       for (int j = 0; j < kStagedChunks; ++j)
         if (c_begin + lane + 32 * j < c_end) add_chunk(wv[j], c_begin + lane + 32 * j);
@@ -271,6 +274,21 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (lane == 0) partial[item * kRouterTokens + t] = v;
     }
+  };
+  if constexpr (kStaged) {  // the row halves loaded before the wait (unrolled: w_pre stays in registers), then the rest
+#pragma unroll
+    for (int j = 0; j < kStagedItems; ++j)
+      if (warp + j * kRouterWarps < 2 * n_e)
+        dot_item(warp + j * kRouterWarps, [&](int, int, int, uint4(&wv)[kStagedChunks]) {
+#pragma unroll
+          for (int c = 0; c < kStagedChunks; ++c) wv[c] = w_pre[j][c];
+        });
+    for (int item = warp + kStagedItems * kRouterWarps; item < 2 * n_e; item += kRouterWarps)
+      dot_item(item, [&](int e, int c_begin, int c_end, uint4(&wv)[kStagedChunks]) {
+        load_row_half(w, e, hidden, c_begin, c_end, lane, wv);
+      });
+  } else {
+    for (int item = warp; item < 2 * n_e; item += kRouterWarps) dot_item(item, 0);
   }
   __syncthreads();
   asm volatile("barrier.cluster.wait;" ::: "memory");
