@@ -638,6 +638,15 @@ export function engineInternals(): Dashboard {
           ),
         ],
       }),
+      ts({
+        title: 'Prompt tokens waiting and prefilled/s',
+        description:
+          "Prompt tokens of the requests in each replica's waiting queue, and prompt tokens prefilled per second: the autoscaler's token view (queued tokens over the prefill rate) reads both.",
+        targets: [
+          q(`sum by (pod) (modelserve:num_prompt_tokens_waiting{${SEL}})`, '{{pod}} waiting'),
+          q(`sum by (pod) (rate(vllm:prompt_tokens_total{${SEL}}[${RATE}]))`, '{{pod}} prefilled/s'),
+        ],
+      }),
     ],
   );
 }

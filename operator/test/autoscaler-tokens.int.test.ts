@@ -202,6 +202,9 @@ describe('autoscaler token view', () => {
     const entry = scaled.status!.scalingHistory!.at(-1)!;
     expect(entry).toMatchObject({ from: 1, to: 5, applied: true });
     expect(entry.message).toMatch(/prompt tokens: \d+\/s arriving, 100000 queued, 10000\/s per replica/);
+    // status.signals carries the same token inputs as the decision.
+    expect(scaled.status?.signals?.queuedPromptTokens).toBe(100_000);
+    expect(scaled.status?.signals?.promptTokensPerSecond).toEqual(expect.any(Number));
 
     await waitFor(() => decisions('counts') >= 4, { timeoutMs: 30_000, description: 'four decisions for counts' });
     const counts = await get('counts');
@@ -258,6 +261,7 @@ describe('autoscaler token view', () => {
     expect(entry.to).toBeGreaterThanOrEqual(4);
     expect(entry.message).toMatch(/queued prompts wait 7\.4s on 1 ready \(TTFT target 2s\)/);
     expect(entry.message).toMatch(/3700 queued, 500\/s per replica/);
+    expect(scaled.status?.signals?.queuedPromptTokens).toBe(3700);
     abort.abort();
     await Promise.all(queued);
   });

@@ -253,7 +253,7 @@ export interface ModelDeploymentStatusNodeCache {
 
 /** Inputs of the latest autoscaling decision. */
 export interface ModelDeploymentStatusSignals {
-  /** Requests waiting in the gateway queue for this model. */
+  /** Requests waiting for this model, in the gateway queue and in the workers' queues. */
   queueDepth?: number;
   /** Requests being decoded across all replicas. */
   runningRequests?: number;
@@ -263,6 +263,10 @@ export interface ModelDeploymentStatusSignals {
   itlP95Ms?: number;
   /** Generated tokens per second across all replicas. */
   tokensPerSecond?: number;
+  /** Prompt tokens waiting for their prefill, in the gateway queue (estimated from the request size) and in the workers' queues. Absent until both report it. */
+  queuedPromptTokens?: number;
+  /** Prompt tokens prefilled per second across all replicas, over the latest scrape interval. */
+  promptTokensPerSecond?: number;
   /** When these signals were read. */
   observedAt?: string;
 }

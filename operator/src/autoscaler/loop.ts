@@ -463,6 +463,8 @@ export class Autoscaler {
       workerRunning: number;
       ttftP95Ms?: number;
       itlP95Ms?: number;
+      queuedPromptTokens?: number;
+      promptTokensPerSecond?: number;
     },
     tokensPerSecond: number | undefined,
     entry: ReturnType<typeof historyEntry> | undefined,

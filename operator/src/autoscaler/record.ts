@@ -73,7 +73,15 @@ export function autoscalerConditions(
 }
 
 export function signalsOf(
-  s: { gatewayQueue: number; workerWaiting: number; workerRunning: number; ttftP95Ms?: number; itlP95Ms?: number },
+  s: {
+    gatewayQueue: number;
+    workerWaiting: number;
+    workerRunning: number;
+    ttftP95Ms?: number;
+    itlP95Ms?: number;
+    queuedPromptTokens?: number;
+    promptTokensPerSecond?: number;
+  },
   tokensPerSecond: number | undefined,
   now: Date,
 ): Signals {
@@ -84,6 +92,8 @@ export function signalsOf(
     ...(s.ttftP95Ms !== undefined ? { ttftP95Ms: round(s.ttftP95Ms) } : {}),
     ...(s.itlP95Ms !== undefined ? { itlP95Ms: round(s.itlP95Ms) } : {}),
     ...(tokensPerSecond !== undefined ? { tokensPerSecond: round(tokensPerSecond) } : {}),
+    ...(s.queuedPromptTokens !== undefined ? { queuedPromptTokens: Math.round(s.queuedPromptTokens) } : {}),
+    ...(s.promptTokensPerSecond !== undefined ? { promptTokensPerSecond: round(s.promptTokensPerSecond) } : {}),
     observedAt: isoSeconds(now),
   };
 }
