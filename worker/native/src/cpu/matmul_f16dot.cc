@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -550,9 +551,17 @@ MS_F16DOT void dense_converted_avx512(const uint16_t *x, const float *xf, int n_
 constexpr int kFusedMaxTokens = 12;
 constexpr int fused_rows(int n_tok) { return n_tok <= 6 ? 4 : n_tok <= 8 ? 3 : 2; }
 
+// A tile shape the in-tile path has no kernel for (more than 24 accumulators, or more than kFusedMaxTokens tokens):
+// only a caller that ignored fused_rows / kFusedMaxTokens gets here, and skipping the tile would leave y unwritten.
+[[noreturn]] void no_fused_tile(int rows, int n_tok) {
+    std::fprintf(stderr, "matmul_f16dot: no in-tile MXFP4 kernel for %d rows x %d tokens\n", rows, n_tok);
+    std::abort();
+}
+
 #define MS_F16_TILE_CASE(NT)                                                                                            \
     case NT:                                                                                                          \
         if constexpr (R * NT <= 24) tile<R, NT, Mxfp4Rows<R, kBytes>, true, true>(ws, wf, x, ldx, xf, K, bias, y, ldy, pf); \
+        else no_fused_tile(R, NT);                                                                                    \
         break;
 template <int R, bool kBytes>
 MS_F16DOT void fused_tile(const Mxfp4Rows<R, kBytes> &ws, int n_tok, const float *wf, const uint16_t *x, int64_t ldx,
@@ -560,7 +569,7 @@ MS_F16DOT void fused_tile(const Mxfp4Rows<R, kBytes> &ws, int n_tok, const float
     switch (n_tok) {
         MS_F16_TILE_CASE(1) MS_F16_TILE_CASE(2) MS_F16_TILE_CASE(3) MS_F16_TILE_CASE(4) MS_F16_TILE_CASE(5) MS_F16_TILE_CASE(6)
         MS_F16_TILE_CASE(7) MS_F16_TILE_CASE(8) MS_F16_TILE_CASE(9) MS_F16_TILE_CASE(10) MS_F16_TILE_CASE(11) MS_F16_TILE_CASE(12)
-        default: break;
+        default: no_fused_tile(R, n_tok);
     }
 }
 #undef MS_F16_TILE_CASE
