@@ -25,13 +25,13 @@ struct RouterOut {
   int n_tiles = 0;
 };
 
-RouterOut route(const DeviceMoe &dm, const float *x, int T, const float *gain, bool hints, void *ws,
-                moe::RouterVariant variant) {
+RouterOut route(const DeviceMoe &dm, size_t gate_up_bytes, const float *x, int T, const float *gain, bool hints,
+                void *ws, moe::RouterVariant variant) {
   const MoeLayer &l = dm.layer;
   const moe::Workspace w = moe::carve_workspace(l, T, ws);
   check_cuda(cudaMemset(ws, 0xff, w.bytes), "memset");  // whatever a kernel leaves unwritten shows as a difference
   MoeL2Prefetch l2{};
-  if (hints) l2.fetch[0] = L2Range{l.gate_up_blocks, 1 << 20};
+  if (hints) l2.fetch[0] = L2Range{l.gate_up_blocks, gate_up_bytes};  // a range inside an allocation
   const int tile = moe::kMinTokenTile;
   if (!moe::launch_router_topk(l, x, T, tile, w, nullptr, MoeInputNorm{gain, 1e-5f}, l2, variant))
     moe::launch_group(l, T, tile, w, nullptr);
@@ -79,8 +79,8 @@ TEST(MoeRouterStaged, BitwiseEqualToTheGlobalMemoryKernel) {
           SCOPED_TRACE("E " + std::to_string(s.E) + " H " + std::to_string(s.H) + " T " + std::to_string(T) +
                        (norm ? " norm" : "") + (hints ? " hints" : ""));
           const float *g = norm ? gain : nullptr;
-          const RouterOut a = route(dm, x, T, g, hints, ws, moe::RouterVariant::kGlobal);
-          const RouterOut b = route(dm, x, T, g, hints, ws, moe::RouterVariant::kStaged);
+          const RouterOut a = route(dm, m.gate_up_blocks.size(), x, T, g, hints, ws, moe::RouterVariant::kGlobal);
+          const RouterOut b = route(dm, m.gate_up_blocks.size(), x, T, g, hints, ws, moe::RouterVariant::kStaged);
           EXPECT_EQ(a.ids, b.ids);
           EXPECT_TRUE(bitwise_equal(a.wts, b.wts));
           EXPECT_EQ(a.xh, b.xh);
