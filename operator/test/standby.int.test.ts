@@ -142,8 +142,17 @@ it('scales a zero-replica model up by promoting its standby', async () => {
   await waitFor(() => routed('zero-sb-model').join() === address(standby), {
     description: 'the standby routed after scaling from zero',
   });
-  const pods = await live('zero-sb');
-  expect(withRole(pods, 'serving').map((p) => p.metadata?.uid)).toEqual([standby.metadata?.uid]);
+  // The Deployment's new pod (the pool's refill) is created with the template's serving label and relabelled standby
+  // by the operator's next pass; until then it is not ready, so nothing routes to it. Once relabelled, the promoted
+  // standby is the only serving pod.
+  await waitFor(
+    async () => {
+      const serving = withRole(await live('zero-sb'), 'serving').map((p) => p.metadata?.uid);
+      return serving.length === 1 && serving[0] === standby.metadata?.uid;
+    },
+    { description: 'the promoted standby the only serving pod' },
+  );
+  expect(routed('zero-sb-model')).toEqual([address(standby)]);
 });
 
 it('keeps one serving pod routed and the standby pool full through a rolling update', async () => {
