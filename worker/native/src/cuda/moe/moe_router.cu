@@ -229,7 +229,7 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   }
   float *partial = sh + lay.partial;  // [2 * per_block][kRouterTokens]
 
-  // One row half (item: expert e_begin + item / 2, half item & 1) into partial[item][t]; `load(c_begin, c_end, wv)`
+  // One row half (item: expert e_begin + item / 2, half item & 1) into partial[item][t]; `load(e, c_begin, c_end, wv)`
   // gives the staged variant its weights.
   auto dot_item = [&](int item, auto &&load) {
     const int e = e_begin + item / 2, c_begin = (item & 1) * half_chunks;
