@@ -22,6 +22,7 @@ import {
   autoscalerConditions,
   historyEntry,
   signalsOf,
+  type SignalInputs,
   statusDiffers,
 } from './record.js';
 import { scheduleFloor } from './schedule.js';
@@ -457,15 +458,7 @@ export class Autoscaler {
   private async writeStatus(
     mdep: ModelDeployment,
     d: Decision,
-    input: {
-      gatewayQueue: number;
-      workerWaiting: number;
-      workerRunning: number;
-      ttftP95Ms?: number;
-      itlP95Ms?: number;
-      queuedPromptTokens?: number;
-      promptTokensPerSecond?: number;
-    },
+    input: SignalInputs,
     tokensPerSecond: number | undefined,
     entry: ReturnType<typeof historyEntry> | undefined,
     now: Date,

@@ -72,19 +72,18 @@ export function autoscalerConditions(
   });
 }
 
-export function signalsOf(
-  s: {
-    gatewayQueue: number;
-    workerWaiting: number;
-    workerRunning: number;
-    ttftP95Ms?: number;
-    itlP95Ms?: number;
-    queuedPromptTokens?: number;
-    promptTokensPerSecond?: number;
-  },
-  tokensPerSecond: number | undefined,
-  now: Date,
-): Signals {
+/** The decision inputs status.signals reports (a subset of the policy's input). */
+export interface SignalInputs {
+  gatewayQueue: number;
+  workerWaiting: number;
+  workerRunning: number;
+  ttftP95Ms?: number;
+  itlP95Ms?: number;
+  queuedPromptTokens?: number;
+  promptTokensPerSecond?: number;
+}
+
+export function signalsOf(s: SignalInputs, tokensPerSecond: number | undefined, now: Date): Signals {
   const round = (v: number) => Math.round(v * 10) / 10;
   return {
     queueDepth: s.gatewayQueue + s.workerWaiting,
