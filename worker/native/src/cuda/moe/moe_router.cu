@@ -67,7 +67,7 @@ bool staged_switch() {
   static const bool on = env_switch("MODELSERVE_MOE_ROUTER_STAGED", false);
   return on;
 }
-bool staged_fits(int hidden) { return hidden <= kStagedMaxHidden && hidden % 8 == 0; }
+bool staged_fits(int hidden) { return hidden <= kStagedMaxHidden; }
 
 // The lines of [r.ptr, r.ptr + r.bytes), `thread` of `n_threads` taking every n_threads-th from its own: op(line
 // address, 128-byte aligned; a cudaMalloc'd range starts 256-byte aligned, so no line leaves its allocation).
@@ -133,6 +133,9 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   const int per_block = (n_experts + kClusterBlocks - 1) / kClusterBlocks;
   const int e_begin = min(n_experts, rank * per_block), n_e = min(n_experts, e_begin + per_block) - e_begin;
   const int n_chunks = hidden / 8, half_chunks = (n_chunks + 1) / 2;
+  // Row half `item` (expert e_begin + item / 2, half item & 1) covers chunks [c_begin, c_end) of 8 columns.
+  auto half_begin = [&](int item) { return (item & 1) * half_chunks; };
+  auto half_end = [&](int item) { return min(n_chunks, half_begin(item) + half_chunks); };
   {  // The router weights do not depend on the previous kernel: start pulling this block's rows into L2 now.
     const char *p = reinterpret_cast<const char *>(w + size_t(e_begin) * hidden);
     for (size_t off = threadIdx.x * 128; off < size_t(n_e) * hidden * 2; off += blockDim.x * 128)
@@ -149,9 +152,8 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   if constexpr (kStaged) {
 #pragma unroll
     for (int j = 0; j < kStagedItems; ++j) {
-      const int item = warp + j * kRouterWarps, c_begin = (item & 1) * half_chunks;
-      if (item < 2 * n_e)
-        load_row_half(w, e_begin + item / 2, hidden, c_begin, min(n_chunks, c_begin + half_chunks), lane, w_pre[j]);
+      const int item = warp + j * kRouterWarps;
+      if (item < 2 * n_e) load_row_half(w, e_begin + item / 2, hidden, half_begin(item), half_end(item), lane, w_pre[j]);
     }
     if constexpr (kNorm)
       for (int i = threadIdx.x; i < hidden; i += blockDim.x) sh[lay.gain + i] = __ldg(gain + i);
@@ -229,44 +231,27 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
   }
   float *partial = sh + lay.partial;  // [2 * per_block][kRouterTokens]
 
-  // One row half (item: expert e_begin + item / 2, half item & 1) into partial[item][t]; `load(e, c_begin, c_end, wv)`
-  // gives the staged variant its weights.
-  auto dot_item = [&](int item, auto &&load) {
-    const int e = e_begin + item / 2, c_begin = (item & 1) * half_chunks;
-    const int c_end = min(n_chunks, c_begin + half_chunks);
-    float acc[kRouterTokens];
+  // One chunk (its 8 bf16 weights wv, column chunk ch) into every token's sum.
+  auto add_chunk = [&](float (&acc)[kRouterTokens], const uint4 &wv, int ch) {
+    const int c = ch * 8;
+    float g[8];  // input norm: this chunk's gain, shared by the tokens (scalar loads: no alignment asked of it)
+    if constexpr (kNorm) {
 #pragma unroll
-    for (int t = 0; t < kRouterTokens; ++t) acc[t] = 0.f;
-    // One chunk of 8 columns (weights wv) into every token's sum.
-    auto add_chunk = [&](const uint4 &wv, int ch) {
-      const int c = ch * 8;
-      float g[8];  // input norm: this chunk's gain, shared by the tokens (scalar loads: no alignment asked of it)
-      if constexpr (kNorm) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) g[j] = kStaged ? gr[c + j] : __ldg(gain + c + j);
-      }
-#pragma unroll
-      for (int t = 0; t < kRouterTokens; ++t) {
-        if (t < nt) {
-          const float4 *xp = reinterpret_cast<const float4 *>(xr + size_t(t) * hidden + c);
-          if constexpr (kNorm)
-            acc[t] += dot_bf16x8(wv, rms_scaled(xp[0], inv[t], g), rms_scaled(xp[1], inv[t], g + 4));
-          else
-            acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
-        }
-      }
-    };
-    if constexpr (kStaged) {  // the row half in registers, then the sums
-      uint4 wv[kStagedChunks];
-      load(e, c_begin, c_end, wv);
-#pragma unroll
-      for (int j = 0; j < kStagedChunks; ++j)
-        if (c_begin + lane + 32 * j < c_end) add_chunk(wv[j], c_begin + lane + 32 * j);
-    } else {
-      const uint16_t *wr = w + size_t(e) * hidden;
-#pragma unroll 6
-      for (int ch = c_begin + lane; ch < c_end; ch += 32) add_chunk(*reinterpret_cast<const uint4 *>(wr + ch * 8), ch);
+      for (int j = 0; j < 8; ++j) g[j] = kStaged ? gr[c + j] : __ldg(gain + c + j);
     }
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) {
+      if (t < nt) {
+        const float4 *xp = reinterpret_cast<const float4 *>(xr + size_t(t) * hidden + c);
+        if constexpr (kNorm)
+          acc[t] += dot_bf16x8(wv, rms_scaled(xp[0], inv[t], g), rms_scaled(xp[1], inv[t], g + 4));
+        else
+          acc[t] += dot_bf16x8(wv, xp[0], xp[1]);
+      }
+    }
+  };
+  // The lanes' sums of row half `item` into partial[item][t].
+  auto store_item = [&](int item, float (&acc)[kRouterTokens]) {
 #pragma unroll
     for (int t = 0; t < kRouterTokens; ++t) {
       float v = acc[t];
@@ -275,20 +260,32 @@ __global__ void __cluster_dims__(kClusterBlocks, 1, 1) __launch_bounds__(kRouter
       if (lane == 0) partial[item * kRouterTokens + t] = v;
     }
   };
-  if constexpr (kStaged) {  // the row halves loaded before the wait (unrolled: w_pre stays in registers), then the rest
+  if constexpr (kStaged) {
+    // A row half whose chunks are in registers (lane's chunk c_begin + lane + 32 j in wv[j]).
+    auto dot_staged = [&](int item, const uint4 (&wv)[kStagedChunks]) {
+      float acc[kRouterTokens] = {};
 #pragma unroll
-    for (int j = 0; j < kStagedItems; ++j)
-      if (warp + j * kRouterWarps < 2 * n_e)
-        dot_item(warp + j * kRouterWarps, [&](int, int, int, uint4(&wv)[kStagedChunks]) {
+      for (int j = 0; j < kStagedChunks; ++j)
+        if (half_begin(item) + lane + 32 * j < half_end(item)) add_chunk(acc, wv[j], half_begin(item) + lane + 32 * j);
+      store_item(item, acc);
+    };
 #pragma unroll
-          for (int c = 0; c < kStagedChunks; ++c) wv[c] = w_pre[j][c];
-        });
-    for (int item = warp + kStagedItems * kRouterWarps; item < 2 * n_e; item += kRouterWarps)
-      dot_item(item, [&](int e, int c_begin, int c_end, uint4(&wv)[kStagedChunks]) {
-        load_row_half(w, e, hidden, c_begin, c_end, lane, wv);
-      });
+    for (int j = 0; j < kStagedItems; ++j)  // loaded before the wait (unrolled: w_pre stays in registers)
+      if (warp + j * kRouterWarps < 2 * n_e) dot_staged(warp + j * kRouterWarps, w_pre[j]);
+    for (int item = warp + kStagedItems * kRouterWarps; item < 2 * n_e; item += kRouterWarps) {
+      uint4 wv[kStagedChunks];
+      load_row_half(w, e_begin + item / 2, hidden, half_begin(item), half_end(item), lane, wv);
+      dot_staged(item, wv);
+    }
   } else {
-    for (int item = warp; item < 2 * n_e; item += kRouterWarps) dot_item(item, 0);
+    for (int item = warp; item < 2 * n_e; item += kRouterWarps) {
+      const uint16_t *wr = w + size_t(e_begin + item / 2) * hidden;
+      float acc[kRouterTokens] = {};
+#pragma unroll 6
+      for (int ch = half_begin(item) + lane; ch < half_end(item); ch += 32)
+        add_chunk(acc, *reinterpret_cast<const uint4 *>(wr + ch * 8), ch);
+      store_item(item, acc);
+    }
   }
   __syncthreads();
   asm volatile("barrier.cluster.wait;" ::: "memory");
@@ -360,7 +357,6 @@ bool launch_router_topk(const MoeLayer &l, const float *x, int n_tokens, int tok
   const size_t smem = size_t(RouterSmem(l.n_experts, l.top_k, l.hidden, staged_rows).total) * sizeof(float);
   const dim3 grid(kClusterBlocks * (1 + (l2.any() ? kHintClusters : 0)), token_blocks);
   const bool fuse_group = token_blocks == 1, norm = in_norm.gain != nullptr;
-  if (staged) prepare_router();
   auto kernel = staged ? router_kernel<true>(fuse_group, norm) : router_kernel<false>(fuse_group, norm);
   launch_pdl(kernel, grid, dim3(kRouterWarps * 32), smem, stream, l.router_w, l.router_b, x, n_tokens, l.hidden,
              l.n_experts, l.top_k, w.topk_ids, w.topk_w, reinterpret_cast<__half *>(w.xh), token_tile,
